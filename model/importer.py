@@ -1,0 +1,129 @@
+"""Import a TensorFlow GPT-2 checkpoint (OpenAI's release or a gpt-2-simple run) into Hugging Face GPT-2, no TF.
+
+Two folder layouts are understood, both holding hparams.json, encoder.json, vocab.bpe and a checkpoint:
+
+- OpenAI's `models/124M`: the checkpoint is `model.ckpt.index` + `model.ckpt.data-00000-of-00001`;
+- gpt-2-simple's `checkpoint/run1`: the checkpoint is `model-<step>.*`, named by the `checkpoint` text file.
+
+TF keeps every Conv1D weight as [1, in, out]; Hugging Face's Conv1D is [in, out], so the import is a squeeze.
+
+    model, tokenizer = load_tf_gpt2(Path("checkpoint/run1"))
+"""
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+from model.errors import ModelError
+from model.tfcheckpoint import TFCheckpoint
+
+# gpt-2-simple's defaults for keys an hparams.json leaves out (GPT-2 124M); n_vocab has none.
+DEFAULT_HPARAMS = {"n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12}
+
+
+def load_tf_gpt2(folder: Path, progress: bool = True) -> tuple[GPT2LMHeadModel, GPT2TokenizerFast]:
+    """The GPT-2 model (eval mode, float32, CPU) and tokenizer in `folder`. Writes nothing to disk."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"{folder} is not a folder.")
+    hparams = read_hparams(folder)
+    tokenizer = load_tokenizer(folder, hparams)
+    ckpt = TFCheckpoint(find_checkpoint(folder))
+    model = GPT2LMHeadModel(gpt2_config(hparams))
+    copy_weights(model, ckpt, hparams["n_layer"], progress)
+    return model.eval(), tokenizer
+
+
+def required_file(folder: Path, name: str) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise ModelError(f"{name} is missing in {folder}: is this a GPT-2 model folder (models/124M or checkpoint/run1)?")
+    return path
+
+
+def read_hparams(folder: Path) -> dict:
+    path = required_file(folder, "hparams.json")
+    try:
+        hparams = {**DEFAULT_HPARAMS, **json.loads(path.read_text())}
+        hparams = {key: int(hparams[key]) for key in ("n_vocab", *DEFAULT_HPARAMS)}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"{path} is not a GPT-2 hparams.json (needs n_vocab, n_ctx, n_embd, n_head, n_layer): {err}") from None
+    if hparams["n_embd"] % hparams["n_head"]:
+        raise ModelError(f"{path}: n_embd ({hparams['n_embd']}) is not a multiple of n_head ({hparams['n_head']}).")
+    return hparams
+
+
+def find_checkpoint(folder: Path) -> Path:
+    """The checkpoint prefix: the one the `checkpoint` file names, else the newest model-<step>, else model.ckpt."""
+    state = folder / "checkpoint"
+    if state.is_file():
+        match = re.search(r'^model_checkpoint_path:\s*"(.*)"', state.read_text(errors="replace"), re.MULTILINE)
+        if match:  # the path may be absolute, from the machine that trained: only its name counts
+            prefix = folder / re.split(r"[\\/]", match.group(1))[-1]
+            if Path(f"{prefix}.index").is_file():
+                return prefix
+    steps = [int(m.group(1)) for p in folder.glob("model-*.index") if (m := re.fullmatch(r"model-(\d+)\.index", p.name))]
+    if steps:
+        return folder / f"model-{max(steps)}"
+    if (folder / "model.ckpt.index").is_file():
+        return folder / "model.ckpt"
+    raise ModelError(f"No TensorFlow checkpoint (model.ckpt.index or model-<step>.index) in {folder}.")
+
+
+def gpt2_config(hparams: dict) -> GPT2Config:
+    return GPT2Config(vocab_size=hparams["n_vocab"], n_positions=hparams["n_ctx"], n_embd=hparams["n_embd"],
+                      n_layer=hparams["n_layer"], n_head=hparams["n_head"], activation_function="gelu_new",
+                      layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+
+
+def tf_name(hf_name: str) -> str:
+    """transformer.h.0.attn.c_attn.weight -> model/h0/attn/c_attn/w; transformer.wte.weight -> model/wte."""
+    parts = hf_name.removeprefix("transformer.").split(".")
+    if parts[0] in ("wte", "wpe"):
+        return f"model/{parts[0]}"
+    if parts[0] == "h":
+        parts = [f"h{parts[1]}", *parts[2:]]
+    *path, leaf = parts
+    leaf = "b" if leaf == "bias" else "g" if path[-1].startswith("ln_") else "w"
+    return "/".join(["model", *path, leaf])
+
+
+@torch.no_grad()
+def copy_weights(model: GPT2LMHeadModel, ckpt: TFCheckpoint, n_layer: int, progress: bool):
+    """Fill every parameter of `model` from `ckpt`; lm_head is tied to wte, so it is not listed separately."""
+    extra_layers = sorted({m.group(0) for n in ckpt.entries if (m := re.match(r"model/h(\d+)/", n)) and int(m.group(1)) >= n_layer})
+    if extra_layers:
+        raise ModelError(f"{ckpt.index_path} has layers {', '.join(extra_layers)} beyond hparams.json's n_layer={n_layer}.")
+    params = list(model.named_parameters())  # shared tensors are listed once: lm_head.weight is wte
+    for hf_name, param in tqdm(params, desc="Importing TF GPT-2", unit="tensor", disable=not progress):
+        name = tf_name(hf_name)
+        if name not in ckpt.entries:
+            raise ModelError(f"{ckpt.index_path} has no tensor {name} (for {hf_name}).")
+        shape = ckpt.entries[name].shape
+        if len(shape) == 3 and shape[0] == 1:  # Conv1D weight [1, in, out] -> [in, out]
+            shape = shape[1:]
+        if shape != tuple(param.shape):
+            raise ModelError(f"{ckpt.index_path}: tensor {name} has shape {list(ckpt.entries[name].shape)}, "
+                             f"hparams.json needs {list(param.shape)} for {hf_name}.")
+        param.copy_(torch.from_numpy(ckpt.read(name).reshape(shape)))
+
+
+def load_tokenizer(folder: Path, hparams: dict) -> GPT2TokenizerFast:
+    """GPT-2's byte-level BPE from encoder.json + vocab.bpe. Built from vocab=/merges= objects: in transformers 5
+    the vocab_file=/merges_file= arguments are ignored and give an empty vocabulary."""
+    encoder_path, merges_path = required_file(folder, "encoder.json"), required_file(folder, "vocab.bpe")
+    try:
+        vocab = json.loads(encoder_path.read_text(encoding="utf-8"))
+        lines = merges_path.read_text(encoding="utf-8").splitlines()
+        merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelError(f"Cannot read the GPT-2 vocabulary in {folder}: {err}") from None
+    if not isinstance(vocab, dict) or any(len(m) != 2 for m in merges):
+        raise ModelError(f"encoder.json or vocab.bpe in {folder} is not a GPT-2 vocabulary.")
+    if len(vocab) > hparams["n_vocab"]:
+        raise ModelError(f"encoder.json in {folder} has {len(vocab)} tokens, more than hparams.json's n_vocab={hparams['n_vocab']}.")
+    return GPT2TokenizerFast(vocab=vocab, merges=merges, model_max_length=hparams["n_ctx"])

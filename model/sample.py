@@ -1,0 +1,160 @@
+"""Sampling: batched, key-value cached, and each sample stops at the separator.
+
+gpt-2-simple always generates `length` tokens and splits afterwards; here a sample stops as soon as it
+emits the separator (or end-of-text) and a batch stops when all its samples have, so no token is wasted.
+`Sampler.generate` is gpt-2-simple's generate (raw texts); `Sampler.candidates` keeps sampling until it
+has `count` texts that pass the filters, and says why the others were dropped.
+"""
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import GenerationConfig
+
+from model.errors import SamplingError
+from model.filters import CandidateFilter, Verdict, normalise, summarise
+from model.run import Run, generation_defaults
+from model.tokenizer import separator_ids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """gpt-2-simple's generate parameters, plus `count` usable candidates for the bot."""
+
+    prefix: str = ""
+    temperature: float = 0.7
+    top_k: int = 0
+    top_p: float = 0.0
+    nsamples: int = 1
+    batch_size: int = 1
+    length: int | None = None
+    seed: int | None = None
+    truncate: str | None = None
+    include_prefix: bool = True
+    count: int = 5
+    max_samples: int | None = None
+
+
+@dataclass
+class Sample:
+    text: str
+    tokens: int
+
+
+@dataclass
+class Candidate:
+    text: str
+    tokens: int
+    verdict: Verdict
+
+
+@dataclass
+class CandidateBatch:
+    usable: list[Candidate]
+    rejected: list[Candidate] = field(default_factory=list)
+    samples: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    run_name: str = ""
+    checkpoint_id: str = ""
+    device: str = ""
+
+    def rejected_summary(self) -> dict[str, int]:
+        return summarise([c.verdict for c in self.rejected])
+
+
+class Sampler:
+    """Samples from one loaded run. Not thread-safe: the model worker owns it in one thread."""
+
+    def __init__(self, run: Run, blocked_words: list[str] = (), max_length: int = 280):
+        self.run = run
+        self.model = run.model.eval()
+        self.tokenizer = run.tokenizer
+        self.device = next(self.model.parameters()).device
+        self.separator = run.separator
+        self.start_ids = separator_ids(self.tokenizer, self.separator)
+        self.filter = CandidateFilter(run.blocks, blocked_words=blocked_words, max_length=max_length)
+        self.n_ctx = self.model.config.n_positions
+        self.generation_config = generation_defaults(self.tokenizer, self.separator, self.n_ctx)
+        self.stop_ids = set(self.generation_config.eos_token_id)
+
+    def generate(self, request: SampleRequest, logits_processor=None) -> list[Sample]:
+        """gpt-2-simple's generate: `nsamples` texts in batches of `batch_size` (list return)."""
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        samples = []
+        while len(samples) < request.nsamples:
+            n = min(request.batch_size, request.nsamples - len(samples))
+            samples += self._sample_batch(request, n, logits_processor)
+        return samples
+
+    def candidates(self, request: SampleRequest, logits_processor=None) -> CandidateBatch:
+        """Sample until `count` candidates pass the filters or `max_samples` (default 4 x count) are drawn."""
+        started = time.perf_counter()
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        batch = CandidateBatch(usable=[], run_name=self.run.name, checkpoint_id=self.run.checkpoint_id, device=str(self.device))
+        budget = request.max_samples or 4 * request.count
+        seen: set[str] = set()
+        while len(batch.usable) < request.count and batch.samples < budget:
+            needed = request.count - len(batch.usable)
+            n = min(budget - batch.samples, max(1, request.batch_size), needed + math.ceil(needed / 4))
+            for sample in self._sample_batch(request, n, logits_processor):
+                verdict = self.filter.check(sample.text, seen)
+                candidate = Candidate(sample.text, sample.tokens, verdict)
+                if verdict.usable and len(batch.usable) < request.count:
+                    seen.add(normalise(sample.text))
+                    batch.usable.append(candidate)
+                elif not verdict.usable:
+                    batch.rejected.append(candidate)
+                batch.tokens += sample.tokens
+            batch.samples += n
+        batch.seconds = time.perf_counter() - started
+        log.info("sampled %d texts (%d tokens) in %.2fs: %d usable, rejected %s",
+                 batch.samples, batch.tokens, batch.seconds, len(batch.usable), batch.rejected_summary())
+        return batch
+
+    def _prompt(self, prefix: str, length: int | None) -> tuple[list[int], int]:
+        prefix_ids = self.tokenizer.encode(prefix) if prefix else []
+        prompt = self.start_ids + prefix_ids
+        room = self.n_ctx - len(prompt)
+        if room < 1:
+            raise SamplingError(f"The prefix is {len(prefix_ids)} tokens long; this model's context holds {self.n_ctx - len(self.start_ids) - 1} at most.")
+        length = room if length is None else min(length, room)
+        return prompt, length
+
+    @torch.inference_mode()
+    def _sample_batch(self, request: SampleRequest, n: int, logits_processor=None) -> list[Sample]:
+        prompt, length = self._prompt(request.prefix, request.length)
+        input_ids = torch.tensor([prompt] * n, device=self.device)
+        multi_token_separator = len(self.start_ids) > 1
+        config = GenerationConfig.from_dict({
+            **self.generation_config.to_dict(),
+            "do_sample": request.temperature > 0,
+            "temperature": request.temperature if request.temperature > 0 else None,
+            "top_k": request.top_k or None,
+            "top_p": request.top_p if 0 < request.top_p < 1 else None,
+            "max_new_tokens": length,
+            "stop_strings": [self.separator] if multi_token_separator else None,
+        })
+        output = self.model.generate(
+            input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
+            tokenizer=self.tokenizer if multi_token_separator else None, logits_processor=logits_processor,
+        )
+        return [self._decode(row[len(prompt):].tolist(), request) for row in output]
+
+    def _decode(self, new_ids: list[int], request: SampleRequest) -> Sample:
+        """Text up to the first stop token (the prefix in front when asked), cut at the separator/truncate."""
+        end = next((i for i, t in enumerate(new_ids) if t in self.stop_ids), len(new_ids))
+        text = self.tokenizer.decode(new_ids[:end], skip_special_tokens=True)
+        if request.prefix and request.include_prefix:
+            text = request.prefix + text
+        for cut in (self.separator, request.truncate):
+            if cut and cut in text:
+                text = text[: text.index(cut)]
+        return Sample(text=text.strip(), tokens=min(end + 1, len(new_ids)))
