@@ -19,6 +19,7 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
 from model.errors import ModelError
+from model.tokenizer import gpt2_tokenizer
 from model.tfcheckpoint import TFCheckpoint
 
 # gpt-2-simple's defaults for keys an hparams.json leaves out (GPT-2 124M); n_vocab has none.
@@ -41,7 +42,8 @@ def load_tf_gpt2(folder: Path, progress: bool = True) -> tuple[GPT2LMHeadModel, 
 def required_file(folder: Path, name: str) -> Path:
     path = folder / name
     if not path.is_file():
-        raise ModelError(f"{name} is missing in {folder}: is this a GPT-2 model folder (models/124M or checkpoint/run1)?")
+        raise ModelError(f"{name} is missing in {folder}: "
+                         "is this a GPT-2 model folder (like models/124M or checkpoint/run1)?")
     return path
 
 
@@ -51,7 +53,8 @@ def read_hparams(folder: Path) -> dict:
         hparams = {**DEFAULT_HPARAMS, **json.loads(path.read_text())}
         hparams = {key: int(hparams[key]) for key in ("n_vocab", *DEFAULT_HPARAMS)}
     except (ValueError, KeyError, TypeError) as err:
-        raise ModelError(f"{path} is not a GPT-2 hparams.json (needs n_vocab, n_ctx, n_embd, n_head, n_layer): {err}") from None
+        raise ModelError(f"{path} is not a GPT-2 hparams.json "
+                         f"(needs n_vocab, n_ctx, n_embd, n_head, n_layer): {err}") from None
     if hparams["n_embd"] % hparams["n_head"]:
         raise ModelError(f"{path}: n_embd ({hparams['n_embd']}) is not a multiple of n_head ({hparams['n_head']}).")
     return hparams
@@ -66,7 +69,8 @@ def find_checkpoint(folder: Path) -> Path:
             prefix = folder / re.split(r"[\\/]", match.group(1))[-1]
             if Path(f"{prefix}.index").is_file():
                 return prefix
-    steps = [int(m.group(1)) for p in folder.glob("model-*.index") if (m := re.fullmatch(r"model-(\d+)\.index", p.name))]
+    steps = [int(m.group(1)) for path in folder.glob("model-*.index")
+             if (m := re.fullmatch(r"model-(\d+)\.index", path.name))]
     if steps:
         return folder / f"model-{max(steps)}"
     if (folder / "model.ckpt.index").is_file():
@@ -95,9 +99,10 @@ def tf_name(hf_name: str) -> str:
 @torch.no_grad()
 def copy_weights(model: GPT2LMHeadModel, ckpt: TFCheckpoint, n_layer: int, progress: bool):
     """Fill every parameter of `model` from `ckpt`; lm_head is tied to wte, so it is not listed separately."""
-    extra_layers = sorted({m.group(0) for n in ckpt.entries if (m := re.match(r"model/h(\d+)/", n)) and int(m.group(1)) >= n_layer})
-    if extra_layers:
-        raise ModelError(f"{ckpt.index_path} has layers {', '.join(extra_layers)} beyond hparams.json's n_layer={n_layer}.")
+    layers = {int(m.group(1)) for name in ckpt.entries if (m := re.match(r"model/h(\d+)/", name))}
+    extra = [f"model/h{i}/" for i in sorted(layers) if i >= n_layer]
+    if extra:
+        raise ModelError(f"{ckpt.index_path} has layers {', '.join(extra)} beyond hparams.json's n_layer={n_layer}.")
     params = list(model.named_parameters())  # shared tensors are listed once: lm_head.weight is wte
     for hf_name, param in tqdm(params, desc="Importing TF GPT-2", unit="tensor", disable=not progress):
         name = tf_name(hf_name)
@@ -113,17 +118,14 @@ def copy_weights(model: GPT2LMHeadModel, ckpt: TFCheckpoint, n_layer: int, progr
 
 
 def load_tokenizer(folder: Path, hparams: dict) -> GPT2TokenizerFast:
-    """GPT-2's byte-level BPE from encoder.json + vocab.bpe. Built from vocab=/merges= objects: in transformers 5
-    the vocab_file=/merges_file= arguments are ignored and give an empty vocabulary."""
-    encoder_path, merges_path = required_file(folder, "encoder.json"), required_file(folder, "vocab.bpe")
+    """GPT-2's byte-level BPE from the folder's encoder.json + vocab.bpe."""
+    for name in ("encoder.json", "vocab.bpe"):
+        required_file(folder, name)
     try:
-        vocab = json.loads(encoder_path.read_text(encoding="utf-8"))
-        lines = merges_path.read_text(encoding="utf-8").splitlines()
-        merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ModelError(f"Cannot read the GPT-2 vocabulary in {folder}: {err}") from None
-    if not isinstance(vocab, dict) or any(len(m) != 2 for m in merges):
-        raise ModelError(f"encoder.json or vocab.bpe in {folder} is not a GPT-2 vocabulary.")
-    if len(vocab) > hparams["n_vocab"]:
-        raise ModelError(f"encoder.json in {folder} has {len(vocab)} tokens, more than hparams.json's n_vocab={hparams['n_vocab']}.")
-    return GPT2TokenizerFast(vocab=vocab, merges=merges, model_max_length=hparams["n_ctx"])
+        tokenizer = gpt2_tokenizer(folder, hparams["n_ctx"])
+    except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as err:
+        raise ModelError(f"encoder.json or vocab.bpe in {folder} is not a GPT-2 vocabulary ({err}).") from None
+    if len(tokenizer) > hparams["n_vocab"]:
+        raise ModelError(f"encoder.json in {folder} has {len(tokenizer)} tokens, "
+                         f"more than hparams.json's n_vocab={hparams['n_vocab']}.")
+    return tokenizer

@@ -87,11 +87,7 @@ class Sampler:
         """gpt-2-simple's generate: `nsamples` texts in batches of `batch_size` (list return)."""
         if request.seed is not None:
             torch.manual_seed(request.seed)
-        samples = []
-        while len(samples) < request.nsamples:
-            n = min(request.batch_size, request.nsamples - len(samples))
-            samples += self._sample_batch(request, n, logits_processor)
-        return samples
+        return self._sample_rows(request, request.nsamples, logits_processor)
 
     def candidates(self, request: SampleRequest, logits_processor=None) -> CandidateBatch:
         """Sample until `count` candidates pass the filters or `max_samples` (default 4 x count) are drawn."""
@@ -103,8 +99,8 @@ class Sampler:
         seen: set[str] = set()
         while len(batch.usable) < request.count and batch.samples < budget:
             needed = request.count - len(batch.usable)
-            n = min(budget - batch.samples, max(1, request.batch_size), needed + math.ceil(needed / 4))
-            for sample in self._sample_batch(request, n, logits_processor):
+            n = min(budget - batch.samples, needed + math.ceil(needed / 4))
+            for sample in self._sample_rows(request, n, logits_processor):
                 verdict = self.filter.check(sample.text, seen)
                 candidate = Candidate(sample.text, sample.tokens, verdict)
                 if verdict.usable and len(batch.usable) < request.count:
@@ -118,6 +114,14 @@ class Sampler:
         log.info("sampled %d texts (%d tokens) in %.2fs: %d usable, rejected %s",
                  batch.samples, batch.tokens, batch.seconds, len(batch.usable), batch.rejected_summary())
         return batch
+
+    def _sample_rows(self, request: SampleRequest, n: int, logits_processor=None) -> list[Sample]:
+        """n samples, in forward passes of at most batch_size rows."""
+        samples = []
+        while len(samples) < n:
+            rows = min(max(1, request.batch_size), n - len(samples))
+            samples += self._sample_batch(request, rows, logits_processor)
+        return samples
 
     def _prompt(self, prefix: str, length: int | None) -> tuple[list[int], int]:
         prefix_ids = self.tokenizer.encode(prefix) if prefix else []

@@ -87,11 +87,13 @@ class TFCheckpoint:
         entry = self.entries[name]
         dtype = DTYPES.get(entry.dtype)
         if dtype is None or entry.sliced:
-            what = "a sliced (partitioned) tensor" if entry.sliced else DTYPE_NAMES.get(entry.dtype, f"dtype {entry.dtype}")
+            what = DTYPE_NAMES.get(entry.dtype, f"dtype {entry.dtype}")
+            what = "a sliced (partitioned) tensor" if entry.sliced else what
             raise ModelError(f"Tensor {name} in {self.index_path} is {what}: not supported.")
         count = int(np.prod(entry.shape, dtype=np.int64))
         if count * dtype.itemsize != entry.size:
-            raise ModelError(f"{self.index_path}: tensor {name} has {entry.size} bytes, its shape needs {count * dtype.itemsize}.")
+            raise ModelError(f"{self.index_path}: tensor {name} has {entry.size} bytes, "
+                             f"its shape needs {count * dtype.itemsize}.")
         path = self.data_path(entry.shard_id)
         if not path.is_file():
             raise ModelError(f"TensorFlow checkpoint data file {path} is missing.")

@@ -5,10 +5,11 @@ joined with the separator's own ids, so sampling can stop the moment the separat
 With a trained tokenizer the separator is one special token.
 """
 
+import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
 
 EOS = "<|endoftext|>"
 GPT2_VOCAB = Path(__file__).parent / "gpt2vocab"
@@ -19,13 +20,14 @@ def wrap(tokenizer: Tokenizer, separator: str | None = None) -> PreTrainedTokeni
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, bos_token=EOS, unk_token=EOS, **extra)
 
 
-def gpt2_tokenizer(vocab_dir: Path = GPT2_VOCAB) -> PreTrainedTokenizerFast:
-    """OpenAI's GPT-2 tokenizer from encoder.json + vocab.bpe (the files of models/124M)."""
-    bpe = models.BPE.from_file(str(vocab_dir / "encoder.json"), str(vocab_dir / "vocab.bpe"))
-    tokenizer = Tokenizer(bpe)
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    return wrap(tokenizer)
+def gpt2_tokenizer(vocab_dir: Path = GPT2_VOCAB, n_ctx: int = 1024) -> GPT2TokenizerFast:
+    """OpenAI's GPT-2 tokenizer from encoder.json + vocab.bpe (the files of models/124M).
+    Built from vocab=/merges= objects: in transformers 5 the vocab_file=/merges_file= arguments are
+    ignored and give an empty vocabulary."""
+    vocab = json.loads((vocab_dir / "encoder.json").read_text(encoding="utf-8"))
+    lines = (vocab_dir / "vocab.bpe").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    return GPT2TokenizerFast(vocab=vocab, merges=merges, model_max_length=n_ctx)
 
 
 def train_tokenizer(blocks: list[str], vocab_size: int, separator: str) -> PreTrainedTokenizerFast:

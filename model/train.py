@@ -75,8 +75,8 @@ class TrainConfig:
 
 # The embedded default: a small GPT-2 that trains on 2 CPU cores in minutes without memorising.
 TINY_PRESET = dict(
-    steps=1500, batch_size=16, accumulate_gradients=1, learning_rate=2e-3, weight_decay=0.1, dropout=0.2,
-    sample_every=500, sample_length=64, save_every=500, print_every=50, val_every=50, val_batch_count=8,
+    steps=350, batch_size=16, accumulate_gradients=1, learning_rate=1e-3, weight_decay=0.1, dropout=0.2,
+    sample_every=100, sample_length=64, save_every=100, print_every=10, val_every=25, val_batch_count=8,
     patience=4,
 )
 
@@ -334,8 +334,9 @@ class Trainer:
             bar.write("Interrupted: saving a checkpoint (resume with --restore-from latest).")
         finally:
             bar.close()
-        if stopped == "patience" and self.best_weights is not None:
+        if stopped != "interrupted" and self.best_weights is not None and self.bad_evals:
             self.model.load_state_dict(self.best_weights)
+            bar.write(f"Keeping the weights with the best validation loss ({self.best_val:.3f}).")
         self.save()
         seconds = time.perf_counter() - started
         rate = (self.step - start_step) * tokens_per_step / seconds if seconds else 0.0

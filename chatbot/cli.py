@@ -1,0 +1,284 @@
+"""The `proverbot` command line. Errors a person can act on are printed as one line, never a traceback."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from chatbot.config import describe as describe_settings
+from chatbot.config import load_settings
+from model.errors import ProverbotError
+
+log = logging.getLogger("proverbot")
+
+DEFAULT_RUN = "default"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return args.func(args) or 0
+    except ProverbotError as err:
+        print(f"proverbot: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("proverbot: interrupted", file=sys.stderr)
+        return 130
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("proverbot", "model", "chatbot", "storage"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proverbot",
+        description="Train GPT-2 text bots, sample candidates, and (soon) run the chat bot that votes and posts them.",
+        epilog="Settings come from proverbot.toml and PROVERBOT_* variables: see `proverbot config`.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.set_defaults(func=lambda args: parser.print_help())
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    start = commands.add_parser("start", help="the main job: train the embedded default if missing, then sample")
+    start.set_defaults(func=cmd_start)
+
+    train = commands.add_parser("train", help="train a model (from scratch: --base tiny) or fine-tune GPT-2",
+                                description="Train a run folder checkpoints/<run_name>/. Parameters follow gpt-2-simple's finetune().")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    generate = commands.add_parser("generate", help="sample texts from a trained run",
+                                   description="Sample from a run (default: the most recently trained). "
+                                   "Parameters follow gpt-2-simple's generate(); --count keeps only usable candidates.")
+    add_generate_arguments(generate)
+    generate.set_defaults(func=cmd_generate)
+
+    imp = commands.add_parser("import", help="convert an OpenAI / gpt-2-simple TensorFlow checkpoint (no TensorFlow needed)",
+                              description="Convert models/124M or checkpoint/run1 into a run folder.")
+    imp.add_argument("path", type=Path, help="folder with hparams.json, encoder.json, vocab.bpe and the checkpoint files")
+    imp.add_argument("--run-name", help="name of the new run (default: the folder's name)")
+    imp.add_argument("--checkpoint-dir", type=Path, help="where run folders live (default: settings' checkpoint_dir)")
+    imp.add_argument("--corpus", type=Path, help="the training corpus, so that copies of it can be filtered out")
+    imp.add_argument("--separator", default="==========", help="separator line between texts (default: %(default)s)")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
+    imp.set_defaults(func=cmd_import)
+
+    corpus = commands.add_parser("corpus", help="inspect a corpus")
+    corpus_commands = corpus.add_subparsers(title="corpus commands", metavar="COMMAND", required=True)
+    stats = corpus_commands.add_parser("stats", help="blocks, words, tokens, longest block, how many fit a tweet")
+    add_corpus_arguments(stats)
+    stats.add_argument("--run-name", help="count tokens with this run's tokenizer (default: GPT-2's)")
+    stats.set_defaults(func=cmd_corpus_stats)
+
+    config = commands.add_parser("config", help="show every setting, its environment variable and current value")
+    config.set_defaults(func=cmd_config)
+    return parser
+
+
+def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("corpus", type=Path, metavar="PATH", help="a text file, a folder of .txt files, or a CSV file")
+    parser.add_argument("--separator", default="==========", help="line between texts (default: %(default)s; '' for none)")
+    parser.add_argument("--csv-column", help="CSV column holding the texts")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", type=Path, required=True, help="text file, folder of .txt files, or CSV file")
+    p.add_argument("--base", default="tiny", help="tiny (from scratch, default), gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
+                   "124M/355M/774M/1558M, or a folder (Hugging Face, OpenAI models/124M, gpt-2-simple checkpoint/run1)")
+    p.add_argument("--separator", help="line between texts (default: ==========)")
+    p.add_argument("--csv-column", help="CSV column holding the texts")
+    p.add_argument("--run-name", help="run folder name (default: run1)")
+    p.add_argument("--checkpoint-dir", help="where run folders live (default: settings' checkpoint_dir)")
+    p.add_argument("--steps", type=int, help="training steps (-1: until Ctrl-C, --epochs or patience)")
+    p.add_argument("--epochs", type=float, help="passes over the corpus, instead of --steps")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--accumulate-gradients", type=positive_int)
+    p.add_argument("--sample-every", type=positive_int, help="print samples every N steps")
+    p.add_argument("--sample-length", type=positive_int)
+    p.add_argument("--sample-num", type=positive_int)
+    p.add_argument("--save-every", type=positive_int, help="checkpoint every N steps")
+    p.add_argument("--print-every", type=positive_int)
+    p.add_argument("--max-checkpoints", type=positive_int)
+    p.add_argument("--restore-from", choices=["latest", "fresh"], help="continue the run's checkpoint or start fresh")
+    p.add_argument("--only-train-transformer-layers", action="store_true", default=None)
+    p.add_argument("--optimizer", choices=["adam", "sgd"])
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing run of that name")
+    p.add_argument("--val-every", type=int, help="validation loss every N steps (0: off)")
+    p.add_argument("--patience", type=int, help="stop after N validations without improvement (0: off)")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--eval-samples", type=int, help="samples drawn at the end to report usable/copy rates (0: skip)")
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-name", help="run to sample from (default: the most recently trained)")
+    p.add_argument("--checkpoint-dir", help="where run folders live")
+    p.add_argument("--prefix", default="", help="text every sample starts with")
+    p.add_argument("--temperature", type=float, help="0.1-2.0 (default: 0.7)")
+    p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: off)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling (0: off)")
+    p.add_argument("--length", type=positive_int, help="most tokens per sample")
+    p.add_argument("--seed", type=int, help="the same seed gives the same samples")
+    p.add_argument("--count", type=positive_int, help="usable candidates wanted (default: 5)")
+    p.add_argument("--nsamples", type=positive_int, help="raw samples, unfiltered, instead of --count (gpt-2-simple's mode)")
+    p.add_argument("--batch-size", type=positive_int, help="samples per forward pass")
+    p.add_argument("--truncate", help="cut each sample at this text")
+    p.add_argument("--no-include-prefix", dest="include_prefix", action="store_false", help="leave the prefix out")
+    p.add_argument("--destination-path", type=Path, help="write samples to this file instead of printing them")
+    p.add_argument("--device", help="auto, cpu, cuda")
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+def cmd_config(args) -> None:
+    settings = load_settings()
+    for name, env, description in describe_settings():
+        print(f"{name} = {getattr(settings, name)!r}\n    {env}: {description}")
+
+
+def cmd_train(args) -> None:
+    from model.train import make_config, train
+
+    settings = load_settings()
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "verbose", "base")}
+    options["corpus"] = str(options["corpus"])
+    options["checkpoint_dir"] = options["checkpoint_dir"] or str(settings.checkpoint_dir)
+    cfg = make_config(args.base, **options)
+    report_training(train(cfg))
+
+
+def report_training(result) -> None:
+    val = f", validation loss {result.val_loss:.3f}" if result.val_loss is not None else ""
+    print(f"Trained {result.folder} to step {result.step} ({result.stopped}): loss {result.train_loss:.3f}{val}, "
+          f"{result.tokens_per_s:,.0f} tokens/s.")
+    if result.usable_rate is not None:
+        print(f"Samples at temperature 0.8: {result.usable_rate:.0%} usable, {result.copy_rate:.0%} exact copies of a training text.")
+
+
+def open_sampler(settings, run_name: str | None, checkpoint_dir: str | None, device: str | None):
+    from model.base import pick_device
+    from model.run import find_run, load_run
+    from model.sample import Sampler
+
+    folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name)
+    run = load_run(folder, pick_device(device or settings.device))
+    return Sampler(run, blocked_words=settings.blocked_words, max_length=settings.max_tweet_length)
+
+
+def cmd_generate(args) -> None:
+    from model.sample import SampleRequest
+
+    settings = load_settings()
+    temperature = settings.temperature if args.temperature is None else args.temperature
+    if not 0 < temperature <= 2:
+        raise ProverbotError(f"--temperature must be between 0.1 and 2.0 (got {temperature}).")
+    sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device)
+    count = args.count or settings.count
+    request = SampleRequest(
+        prefix=args.prefix, temperature=temperature, top_k=settings.top_k if args.top_k is None else args.top_k,
+        top_p=settings.top_p if args.top_p is None else args.top_p, length=args.length or settings.length,
+        seed=args.seed, truncate=args.truncate, include_prefix=args.include_prefix,
+        nsamples=args.nsamples or 1, batch_size=args.batch_size or settings.batch_size, count=count,
+    )
+    if args.nsamples:
+        texts = [s.text for s in sampler.generate(request)]
+    else:
+        batch = sampler.candidates(request)
+        texts = [c.text for c in batch.usable]
+        print_summary(batch, count)
+    output = "\n====================\n".join(texts) + "\n"
+    if args.destination_path:
+        args.destination_path.write_text(output, encoding="utf-8")
+        print(f"Wrote {len(texts)} samples to {args.destination_path}.", file=sys.stderr)
+    else:
+        print(output, end="")
+
+
+def print_summary(batch, count: int) -> None:
+    rejected = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in batch.rejected_summary().items())
+    note = f"; filtered out {len(batch.rejected)}: {rejected}" if batch.rejected else ""
+    short = f" (only {len(batch.usable)} of {count} wanted)" if len(batch.usable) < count else ""
+    print(f"[{batch.run_name} {batch.checkpoint_id} on {batch.device}: {len(batch.usable)} candidates{short} "
+          f"from {batch.samples} samples in {batch.seconds:.1f}s{note}]", file=sys.stderr)
+
+
+def cmd_start(args) -> None:
+    from model.run import list_runs
+    from model.sample import SampleRequest
+    from model.train import make_config, train
+
+    settings = load_settings()
+    if not list_runs(settings.checkpoint_dir):
+        print(f"No trained model in {settings.checkpoint_dir}/ yet: training the embedded default on {settings.corpus} "
+              "(a few minutes on a CPU; Ctrl-C saves and stops).", flush=True)
+        cfg = make_config("tiny", corpus=str(settings.corpus), checkpoint_dir=str(settings.checkpoint_dir),
+                          run_name=DEFAULT_RUN, device=settings.device)
+        report_training(train(cfg))
+    sampler = open_sampler(settings, None, None, None)
+    request = SampleRequest(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                            length=settings.length, count=settings.count, batch_size=settings.batch_size)
+    batch = sampler.candidates(request)
+    for i, candidate in enumerate(batch.usable, 1):
+        print(f"{i}. {candidate.text}")
+    print_summary(batch, settings.count)
+
+
+def cmd_import(args) -> None:
+    from model.corpus import read_corpus
+    from model.importer import load_tf_gpt2
+    from model.run import Run, is_run, save_run
+
+    settings = load_settings()
+    folder = Path(args.checkpoint_dir or settings.checkpoint_dir) / (args.run_name or args.path.resolve().name)
+    if is_run(folder) and not args.overwrite:
+        raise ProverbotError(f"Run {folder.name!r} already exists in {folder.parent}/: pass --overwrite or another --run-name.")
+    blocks = read_corpus(args.corpus, args.separator).blocks if args.corpus else []
+    model, tokenizer = load_tf_gpt2(args.path)
+    meta = {"base": "import", "source": str(args.path), "step": 0}
+    checkpoint_id = save_run(Run(folder, model, tokenizer, args.separator, blocks, meta))
+    print(f"Imported {args.path} into {folder} (checkpoint {checkpoint_id}).")
+
+
+def cmd_corpus_stats(args) -> None:
+    from model.corpus import read_corpus
+    from model.filters import fits_tweet
+    from model.tokenizer import gpt2_tokenizer
+
+    corpus = read_corpus(args.corpus, args.separator, args.csv_column)
+    if args.run_name:
+        tokenizer = open_sampler(load_settings(), args.run_name, None, "cpu").tokenizer
+    else:
+        tokenizer = gpt2_tokenizer()
+    tokens = [len(ids) for ids in tokenizer(corpus.blocks)["input_ids"]]
+    words = [len(block.split()) for block in corpus.blocks]
+    longest = max(range(len(corpus.blocks)), key=lambda i: tokens[i])
+    fit = sum(fits_tweet(block) for block in corpus.blocks)
+    preview = corpus.blocks[longest].replace("\n", " ")[:60]
+    print(f"{corpus.source}")
+    print(f"  blocks:        {len(corpus.blocks):,}")
+    print(f"  words:         {sum(words):,}")
+    print(f"  tokens:        {sum(tokens):,} ({'run ' + args.run_name if args.run_name else 'GPT-2 BPE'})")
+    print(f"  longest block: #{longest + 1}, {tokens[longest]} tokens, {words[longest]} words: {preview!r}...")
+    print(f"  fit a tweet:   {fit:,} of {len(corpus.blocks):,} ({fit / len(corpus.blocks):.0%})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Every knob in one place: defaults here, then an optional TOML file, then PROVERBOT_* variables.
+
+The TOML file is `proverbot.toml` in the working folder, or the path in PROVERBOT_CONFIG.
+Keys are the field names below, e.g.
+
+    checkpoint_dir = "checkpoints"
+    blocked_words = ["darn"]
+
+and each can be overridden by the environment: PROVERBOT_CHECKPOINT_DIR, PROVERBOT_DATABASE_URL, ...
+Lists in the environment are JSON: PROVERBOT_BLOCKED_WORDS='["darn", "heck"]'.
+"""
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from model.errors import ProverbotError
+
+DEFAULT_FILE = "proverbot.toml"
+
+
+class ConfigError(ProverbotError):
+    """The configuration file or a PROVERBOT_* variable is invalid."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROVERBOT_", extra="forbid")
+
+    # the model
+    checkpoint_dir: Path = Field(Path("checkpoints"), description="Folder of run folders (gpt-2-simple: checkpoint_dir).")
+    run_name: str | None = Field(None, description="Run to sample from; empty: the most recently trained one.")
+    corpus: Path = Field(Path("data/proverbs_clean.txt"), description="Corpus the embedded default is trained on.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    # sampling and filtering
+    temperature: float = Field(0.7, gt=0, le=2.0, description="Default sampling temperature.")
+    top_k: int = Field(0, ge=0, description="Default top-k (0: off).")
+    top_p: float = Field(0.0, ge=0, le=1.0, description="Default nucleus top-p (0: off).")
+    length: int = Field(100, ge=1, le=1023, description="Most tokens a candidate may take.")
+    count: int = Field(5, ge=1, le=10, description="Candidates shown per request.")
+    batch_size: int = Field(20, ge=1, le=256, description="Most samples per forward pass (lower it if the GPU runs out of memory).")
+    blocked_words: list[str] = Field(default_factory=list, description="Candidates with these words are dropped.")
+    max_tweet_length: int = Field(280, ge=1, description="X's weighted length limit.")
+    # the model worker
+    max_queue: int = Field(8, ge=1, description="Requests that may wait for the model; more get 'busy'.")
+    sample_timeout: float = Field(120.0, gt=0, description="Seconds a request may take, queue wait included.")
+    # storage
+    database_url: str = Field("sqlite+aiosqlite:///proverbot.db", description="SQLAlchemy async URL of the log.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def config_path() -> Path | None:
+    explicit = os.environ.get("PROVERBOT_CONFIG")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"PROVERBOT_CONFIG points to {explicit}, which is not a file.")
+        return Path(explicit)
+    return Path(DEFAULT_FILE) if Path(DEFAULT_FILE).is_file() else None
+
+
+def load_settings(**overrides) -> Settings:
+    """The settings, or a ConfigError that names the bad key and where it came from."""
+    path = config_path()
+    where = f"{path} or PROVERBOT_* variables" if path else "PROVERBOT_* variables"
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err}).") from None
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"Bad configuration in {where}: {problems}.") from None
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, environment variable, description) for every knob: the CLI prints this."""
+    return [(name, f"PROVERBOT_{name.upper()}", field.description or "") for name, field in Settings.model_fields.items()]

@@ -1,0 +1,43 @@
+"""Shared fixtures: a throw-away tiny model trained once per test session on real proverbs."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from model.train import make_config, train
+
+ROOT = Path(__file__).resolve().parent.parent
+PROVERBS = ROOT / "data" / "proverbs_clean.txt"
+
+# Small enough to train in seconds on 2 CPU cores, big enough to produce text.
+TINY_TEST = dict(
+    steps=40, batch_size=8, n_layer=2, n_embd=64, n_head=2, n_ctx=64, vocab_size=512, learning_rate=3e-3,
+    val_every=20, patience=0, sample_every=1000, save_every=1000, print_every=10, eval_samples=0,
+)
+
+
+def tiny_config(tmp: Path, **options):
+    return make_config("tiny", corpus=str(PROVERBS), checkpoint_dir=str(tmp), device="cpu", **{**TINY_TEST, **options})
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A run folder of a tiny model; tests must not change it (copy it with `run_copy`)."""
+    result = train(tiny_config(tmp_path_factory.mktemp("checkpoints"), run_name="tiny"), progress=False)
+    return result.folder
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    folder = tmp_path / "checkpoints" / trained_run.name
+    shutil.copytree(trained_run, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sampler(trained_run):
+    from model.run import load_run
+    from model.sample import Sampler
+
+    return Sampler(load_run(trained_run))
