@@ -1,0 +1,106 @@
+"""The CLI as a user runs it: errors are one clear line, never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from chatbot.cli import main
+from model.tokenizer import GPT2_VOCAB
+
+from tests.conftest import PROVERBS, ROOT
+from tests.test_base import tf_folder
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def test_corpus_stats(capsys):
+    code, out, _ = run(capsys, "corpus", "stats", str(PROVERBS))
+    assert code == 0
+    assert "blocks:        909" in out and "words:         15,076" in out
+    assert "fit a tweet:   909 of 909 (100%)" in out and "longest block: #849" in out
+
+
+def test_bad_corpus_is_one_line(capsys, tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"one\n==========\nna\xefve\n")
+    code, _, err = run(capsys, "corpus", "stats", str(bad))
+    assert code == 1 and err.strip() == f"proverbot: error: {bad}, line 3: not valid UTF-8 (byte 0xef); convert the file to UTF-8 first, e.g. `iconv -f latin1 -t utf-8`."
+
+
+def test_generate_without_a_model(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "--checkpoint-dir", str(tmp_path))
+    assert code == 1 and "No trained model" in err and "proverbot train" in err
+
+
+def test_generate_unknown_run_lists_runs(capsys, trained_run):
+    code, _, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), "--run-name", "nope")
+    assert code == 1 and "No trained run 'nope'" in err and "(tiny)" in err
+
+
+def test_generate_candidates_is_reproducible(capsys, trained_run):
+    argv = ["generate", "--checkpoint-dir", str(trained_run.parent), "--count", "3", "--seed", "7", "--length", "30"]
+    code, first, err = run(capsys, *argv)
+    assert code == 0 and "3 candidates" in err
+    assert len(first.strip().split("\n====================\n")) == 3
+    assert run(capsys, *argv)[1] == first
+
+
+def test_generate_raw_samples_to_a_file(capsys, trained_run, tmp_path):
+    target = tmp_path / "out.txt"
+    code, _, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), "--nsamples", "4",
+                       "--prefix", "my son", "--length", "10", "--destination-path", str(target))
+    assert code == 0 and "Wrote 4 samples" in err
+    samples = target.read_text().strip().split("\n====================\n")
+    assert len(samples) == 4 and all(s.startswith("my son") for s in samples)
+
+
+@pytest.mark.parametrize("value", ["5", "0", "-1"])
+def test_temperature_out_of_range(capsys, trained_run, value):
+    code, _, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), "--temperature", value)
+    assert code == 1 and "--temperature must be between 0.1 and 2.0" in err
+
+
+def test_bad_setting_in_environment(capsys, monkeypatch):
+    monkeypatch.setenv("PROVERBOT_COUNT", "lots")
+    code, _, err = run(capsys, "config")
+    assert code == 1 and "Bad configuration in PROVERBOT_* variables: count:" in err
+
+
+def test_config_lists_every_knob(capsys):
+    code, out, _ = run(capsys, "config")
+    assert code == 0 and "PROVERBOT_DATABASE_URL" in out and "PROVERBOT_CHECKPOINT_DIR" in out
+
+
+def test_import_then_generate(capsys, tmp_path):
+    folder = tf_folder(tmp_path)
+    code, out, _ = run(capsys, "import", str(folder), "--checkpoint-dir", str(tmp_path / "ck"), "--corpus", str(PROVERBS))
+    assert code == 0 and "Imported" in out
+    assert (tmp_path / "ck" / "124M" / "model.safetensors").is_file()
+    code, _, err = run(capsys, "import", str(folder), "--checkpoint-dir", str(tmp_path / "ck"))
+    assert code == 1 and "already exists" in err
+    code, out, _ = run(capsys, "generate", "--checkpoint-dir", str(tmp_path / "ck"), "--nsamples", "1", "--length", "5", "--seed", "1")
+    assert code == 0 and out.strip()
+
+
+def test_import_of_a_non_checkpoint(capsys, tmp_path):
+    code, _, err = run(capsys, "import", str(GPT2_VOCAB), "--checkpoint-dir", str(tmp_path))
+    assert code == 1 and "hparams.json" in err
+
+
+def test_hub_base_fails_fast_without_network(tmp_path):
+    """The real console script; the hub is pointed at a closed local port (no traffic leaves the machine)."""
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    command = [sys.executable, "-m", "chatbot.cli", "train", "--corpus", str(PROVERBS), "--base", "gpt2",
+               "--checkpoint-dir", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Cannot download 'gpt2' (openai-community/gpt2): no network connection" in result.stderr
+    assert "--base PATH" in result.stderr
