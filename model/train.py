@@ -343,10 +343,10 @@ class Trainer:
         return TrainResult(self.folder, self.step, loss, self.last_val, rate, stopped)
 
 
-def quality_rates(folder: Path, samples: int, temperature: float = 0.8, device: str = "cpu") -> tuple[float, float]:
-    """Share of usable samples and of exact copies of a training block, sampled with no prefix."""
+def quality_rates(folder: Path, samples: int, temperature: float = 0.8, device: str = "cpu", prefix: str = "") -> tuple[float, float]:
+    """Share of usable samples and of exact copies of a training block."""
     sampler = Sampler(load_run(folder, device))
-    request = SampleRequest(nsamples=samples, batch_size=min(samples, 50), temperature=temperature, seed=0)
+    request = SampleRequest(prefix=prefix, nsamples=samples, batch_size=min(samples, 50), temperature=temperature, seed=0)
     texts = [s.text for s in sampler.generate(request)]
     verdicts = sampler.filter.check_batch(texts)
     usable = sum(v.usable for v in verdicts) / len(verdicts)

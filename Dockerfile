@@ -1,0 +1,27 @@
+# proverbot in a container. CPU build of torch by default; for a CUDA build:
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t proverbot .
+# Run folders and the database live in /data (mount a volume there).
+FROM python:3.11-slim
+
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PROVERBOT_CHECKPOINT_DIR=/data/checkpoints \
+    PROVERBOT_DATABASE_URL=sqlite+aiosqlite:////data/proverbot.db
+
+WORKDIR /app
+RUN pip install "${TORCH_SPEC}" --index-url "${TORCH_INDEX}"
+COPY pyproject.toml README.md ./
+COPY model ./model
+COPY chatbot ./chatbot
+COPY storage ./storage
+COPY data ./data
+RUN pip install .
+
+RUN useradd --create-home proverbot && mkdir -p /data && chown proverbot /data
+USER proverbot
+VOLUME /data
+ENTRYPOINT ["proverbot"]
+CMD ["start"]

@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Training benchmark: tokens per second of GPT-2 124M fine-tuning steps at 1024 tokens of context.
+
+The peer's setting (gpt-2-simple finetune): batch_size 1, accumulate_gradients 5, 1024-token windows, so
+one optimizer step sees 5 x 1024 = 5120 tokens. The project's real Trainer (model.train) does the steps,
+on a random-init 124M Hugging Face folder (GPT2Config() defaults + the GPT-2 tokenizer; no download is
+possible here) and the proverbs corpus. Only the steps are timed: the first `--warmup-steps` are run and
+reported apart, nothing is saved (Trainer.train() would write a 500 MB checkpoint at the end).
+
+Figures are printed as name=value lines, then a short summary. See bench/README.md.
+"""
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# gpt-2-simple 0.8.1 on TensorFlow 2 (CPU), measured on the project's 2-core CPU machine
+# (see bench/README.md for the source); printed next to ours, never read at run time.
+PEER = "peer gpt-2-simple finetune (124M, batch 1 x 1024 tokens, accumulate_gradients 5, TensorFlow 2 CPU, 2 cores): 31 s/step = 166 tokens/s, peak memory 8.7 GB"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Tokens per second of GPT-2 124M fine-tuning steps with the project's Trainer "
+                    "(like gpt-2-simple's finetune: batch 1 x 1024 tokens, accumulate_gradients 5). "
+                    "Prints name=value lines and a summary.",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--random-init", action="store_true",
+                     help="random 124M weights (GPT2Config() defaults) and the GPT-2 tokenizer (the default; no download)")
+    src.add_argument("--base", help="fine-tune this model folder instead (Hugging Face or OpenAI/gpt-2-simple layout)")
+    p.add_argument("--corpus", default=str(ROOT / "data/proverbs_clean.txt"), help="(default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3, help="timed optimizer steps, after the warm-up (default: %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=1, help="untimed-in-the-rate first steps (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1, help="windows per micro-batch (default: %(default)s)")
+    p.add_argument("--accumulate-gradients", type=int, default=5, help="micro-batches per optimizer step (default: %(default)s)")
+    p.add_argument("--block-size", type=int, default=1024, help="tokens per window, at most the model's context (default: %(default)s)")
+    p.add_argument("--build-random-base", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: child process
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup_steps < 0 or args.batch_size < 1 or args.accumulate_gradients < 1 or args.block_size < 8:
+        p.error("--steps, --batch-size, --accumulate-gradients must be at least 1, --warmup-steps at least 0, --block-size at least 8")
+    return args
+
+
+def build_random_base(folder: str) -> None:
+    """A Hugging Face folder with random 124M weights and the GPT-2 tokenizer. Runs in a child process so
+    that building it does not count in the benchmark's peak memory."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from model.tokenizer import gpt2_tokenizer
+
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
+    gpt2_tokenizer().save_pretrained(folder)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.build_random_base:
+        build_random_base(args.build_random_base)
+        return 0
+
+    import torch
+    import transformers
+
+    from model.train import Trainer, make_config
+
+    transformers.logging.set_verbosity_error()
+    tmp = tempfile.TemporaryDirectory(prefix="proverbot-bench-")
+    build_s = None
+    if args.base:
+        base = args.base
+    else:
+        base = str(Path(tmp.name) / "random-124M")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--build-random-base", base], check=True)
+        build_s = time.perf_counter() - started
+
+    cfg = make_config(
+        base, corpus=args.corpus, checkpoint_dir=str(Path(tmp.name) / "checkpoints"), run_name="bench",
+        steps=args.warmup_steps + args.steps, batch_size=args.batch_size, accumulate_gradients=args.accumulate_gradients,
+        block_size=args.block_size, sample_every=10**6, save_every=10**6, val_every=0, eval_samples=0, device=args.device,
+    )
+    started = time.perf_counter()
+    trainer = Trainer(cfg, progress=False)
+    load_s = time.perf_counter() - started
+    device = trainer.device
+    tokens_per_step = cfg.batch_size * cfg.accumulate_gradients * trainer.block_size
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    mc = trainer.model.config
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    warmup, timed, loss = [], [], float("nan")
+    for i in range(args.warmup_steps + args.steps):
+        sync()
+        started = time.perf_counter()
+        loss = trainer.train_step()
+        sync()
+        (warmup if i < args.warmup_steps else timed).append(time.perf_counter() - started)
+    s_per_step = sum(timed) / len(timed)
+
+    figures = {
+        "model": f"gpt2 {mc.n_layer} layers x {mc.n_embd} wide, {mc.n_positions} context, {mc.vocab_size} vocab, {n_params / 1e6:.1f}M parameters",
+        "weights": "random-init" if not args.base else args.base,
+        "device": str(device),
+        "autocast": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off (float32)",
+        "threads": torch.get_num_threads(),
+        "batch_size": cfg.batch_size,
+        "accumulate_gradients": cfg.accumulate_gradients,
+        "block_size": trainer.block_size,
+        "tokens_per_step": tokens_per_step,
+        "steps_timed": len(timed),
+        "load_s": f"{load_s:.2f}",
+        "warmup_step_s": ",".join(f"{t:.2f}" for t in warmup) or "none",
+        "step_s": ",".join(f"{t:.2f}" for t in timed),
+        "s_per_step": f"{s_per_step:.2f}",
+        "train_tokens_per_s": f"{tokens_per_step / s_per_step:.1f}",
+        "loss": f"{loss:.3f}",
+        "peak_rss_mb": f"{peak_rss_mb():.0f}",
+    }
+    if build_s is not None:
+        figures["build_s"] = f"{build_s:.2f}"
+    if device.type == "cuda":
+        figures["gpu"] = torch.cuda.get_device_name(device)
+        figures["peak_gpu_mb"] = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
+    for name, value in figures.items():
+        print(f"{name}={value}")
+
+    print()
+    print(f"Summary: {n_params / 1e6:.0f}M GPT-2 ({figures['weights']}) fine-tuned with model.train.Trainer on {device} "
+          f"({figures['threads']} threads, autocast {figures['autocast']}), batch {cfg.batch_size} x {trainer.block_size} tokens, "
+          f"accumulate_gradients {cfg.accumulate_gradients} = {tokens_per_step} tokens per step:")
+    print(f"  {s_per_step:.2f} s/step = {tokens_per_step / s_per_step:.0f} tokens/s (mean of {len(timed)} steps after "
+          f"{len(warmup)} warm-up step(s) of {figures['warmup_step_s']} s); loss {loss:.3f}")
+    print(f"  peak resident memory of this process {figures['peak_rss_mb']} MB"
+          + (f", peak GPU memory {figures['peak_gpu_mb']} MB" if device.type == "cuda" else ""))
+    print(f"  {PEER}")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
