@@ -161,6 +161,7 @@ class Trainer:
         corpus = read_corpus(cfg.corpus, cfg.separator, cfg.csv_column)
         self.blocks = corpus.blocks
         self.train_blocks, self.val_blocks = split_blocks(corpus.blocks, cfg.val_fraction, cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights and dropout
         self.state = self._load_model()
         self.model.to(self.device)
         tokens = lambda blocks: torch.tensor(encode_blocks(self.tokenizer, blocks, cfg.separator), dtype=torch.long)
@@ -219,8 +220,15 @@ class Trainer:
             return torch.optim.SGD(groups, lr=self.cfg.learning_rate)
         return torch.optim.AdamW(groups, lr=self.cfg.learning_rate, betas=(0.9, 0.99))
 
+    def _optimizer_kind(self) -> str:
+        return f"{self.cfg.optimizer}, only_train_transformer_layers={self.cfg.only_train_transformer_layers}"
+
     def _restore(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("optimizer_kind") == self._optimizer_kind():
+            self.optimizer.load_state_dict(state["optimizer"])
+        else:
+            log.warning("optimizer settings changed since the checkpoint (%s, now %s): fresh optimizer state",
+                        state.get("optimizer_kind"), self._optimizer_kind())
         self.step = state["step"]
         self.best_val = state["best_val"]
         self.bad_evals = state["bad_evals"]
@@ -229,7 +237,7 @@ class Trainer:
 
     def _state(self) -> dict:
         return {
-            "optimizer": self.optimizer.state_dict(), "step": self.step, "best_val": self.best_val,
+            "optimizer": self.optimizer.state_dict(), "optimizer_kind": self._optimizer_kind(), "step": self.step, "best_val": self.best_val,
             "bad_evals": self.bad_evals, "batch_rng": self.batch_rng.get_state(), "torch_rng": torch.get_rng_state(),
         }
 
