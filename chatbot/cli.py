@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("proverbot: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug or an unexpected environment: say what, keep the traceback for -v
+        log.debug("unexpected error", exc_info=True)
+        print(f"proverbot: unexpected error: {type(err).__name__}: {err} (run with -v to see where)", file=sys.stderr)
+        return 1
 
 
 def setup_logging(verbose: bool) -> None:

@@ -46,7 +46,10 @@ def read_corpus(path: str | Path, separator: str = SEPARATOR, csv_column: str | 
 
 def read_text(path: Path) -> str:
     """Read a file as UTF-8 text with normalised line ends, or explain why not."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CorpusError(f"{path}: cannot read the file ({err.strerror}).") from None
     if not data.strip():
         raise CorpusError(f"{path}: the file is empty.")
     if b"\x00" in data:
@@ -108,7 +111,10 @@ def _read_csv(path: Path, column: str | None) -> list[str]:
         raise CorpusError(f"{path}, line 1: no column {column!r}; the columns are: {', '.join(header)}.")
     index = header.index(column)
     blocks = []
-    for row in rows:
-        if index < len(row) and row[index].strip():
-            blocks.append(row[index].strip())
+    try:
+        for row in rows:
+            if index < len(row) and row[index].strip():
+                blocks.append(row[index].strip())
+    except csv.Error as err:
+        raise CorpusError(f"{path}, line {rows.line_num}: not a valid CSV row ({err}).") from None
     return blocks

@@ -86,3 +86,11 @@ def test_csv_errors(tmp_path):
         read_corpus(path, csv_column="body")
     with pytest.raises(CorpusError, match="several columns .* pick one with --csv-column"):
         read_corpus(path)
+
+
+def test_broken_csv_names_the_line(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('text\nfine\n"' + "x" * 200_000 + '"\n')
+    with pytest.raises(CorpusError, match=r"c\.csv, line 3: not a valid CSV row"):
+        read_corpus(path, csv_column="text")
+
