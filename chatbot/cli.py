@@ -5,6 +5,7 @@ import logging
 import sys
 from pathlib import Path
 
+from chatbot import storage_cli
 from chatbot.config import describe as describe_settings
 from chatbot.config import load_settings
 from model.errors import ProverbotError
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="show every setting, its environment variable and current value")
     config.set_defaults(func=cmd_config)
+    storage_cli.add_commands(commands)
     return parser
 
 

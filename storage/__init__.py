@@ -1,0 +1,52 @@
+"""The log: every generation, candidate, vote, post, schedule and admin action, in SQLAlchemy 2 async.
+
+See storage/api.py for the API; `from storage import Database`.
+"""
+
+from storage.api import Database
+from storage.errors import (
+                             AlreadyPosted,
+                             NewerSchema,
+                             NotFound,
+                             PostInProgress,
+                             ScheduleError,
+                             StorageError,
+)
+from storage.posts import normalise_text
+from storage.records import (
+                             AuditInfo,
+                             CandidateInfo,
+                             CheckReport,
+                             GenerationInfo,
+                             NewCandidate,
+                             PostInfo,
+                             ScheduleInfo,
+                             ScheduleRun,
+                             TallyRow,
+                             VoteInfo,
+)
+from storage.schedules import next_run_after
+from storage.votes import winner
+
+__all__ = [
+                             "AlreadyPosted",
+                             "AuditInfo",
+                             "CandidateInfo",
+                             "CheckReport",
+                             "Database",
+                             "GenerationInfo",
+                             "NewCandidate",
+                             "NewerSchema",
+                             "NotFound",
+                             "PostInProgress",
+                             "PostInfo",
+                             "ScheduleError",
+                             "ScheduleInfo",
+                             "ScheduleRun",
+                             "StorageError",
+                             "TallyRow",
+                             "VoteInfo",
+                             "next_run_after",
+                             "normalise_text",
+                             "winner",
+]

@@ -1,0 +1,38 @@
+"""The log's public API: one `Database` object that the bot, the CLI and the scheduler share.
+
+    from storage import Database
+
+    db = Database(settings.database_url)        # any SQLAlchemy async URL; StorageError if unusable
+    unknown = await db.start()                  # checks, migrates, marks pending posts unknown (count)
+    gid = await db.record_generation("discord", channel_id="c1", user_id="u1", user_name="ada", prefix="",
+                                     temperature=0.7, count=5)
+    gen = await db.finish_generation(gid, batch.usable + batch.rejected, duration=1.2, samples=7, tokens=300,
+                                     run_name="default", checkpoint_id="2320050d41be", device="cpu")
+    await db.set_candidate_message(gen.candidates[0].id, "msg-1")
+    await db.record_vote(gen.candidates[0].id, "u2", "👍", user_name="bob")
+    best = winner(await db.tally(gid))
+    post = await db.begin_post("x", candidate_id=best.candidate_id, requested_by_id="u1")   # before publishing
+    await db.settle_post(post.id, "posted", remote_id="123", url="https://x.com/bot/status/123")
+    await db.close()
+
+Each method is documented in the module that holds it:
+    storage/db.py           start, close, check, backup                     (DatabaseCore)
+    storage/generations.py  record_generation, finish_generation, fail_generation, get_generation,
+                            latest_generation, set_candidate_message, candidate_by_message
+    storage/votes.py        record_vote, remove_vote, clear_votes, votes_for, tally (+ winner)
+    storage/posts.py        begin_post, settle_post, get_post, posts_since (+ normalise_text)
+    storage/schedules.py    set_schedule, get_schedule, list_schedules, disable_schedule, claim_due_schedules
+                            (+ next_run_after)
+    storage/history.py      record_audit, history
+Records returned are the frozen dataclasses of storage/records.py; errors are storage/errors.py (ProverbotError).
+"""
+
+from storage.generations import GenerationsAPI
+from storage.history import HistoryAPI
+from storage.posts import PostsAPI
+from storage.schedules import SchedulesAPI
+from storage.votes import VotesAPI
+
+
+class Database(GenerationsAPI, VotesAPI, PostsAPI, SchedulesAPI, HistoryAPI):
+    """The log. Every method opens, commits and closes its own short transaction."""

@@ -1,0 +1,223 @@
+"""The connection to the log: engine, sessions, start-up checks, migrations, check and backup.
+
+DatabaseCore(url)                      parses the URL (StorageError if malformed or its driver is missing)
+await db.start(migrate=True, recover=True) -> int
+                                       checks the database without writing (SQLite: folder, permissions, header,
+                                       schema, revision), upgrades it to the newest schema, then marks posts left
+                                       "pending" by a previous process as "unknown" and returns how many.
+                                       The bot starts with the defaults; read-only tools pass recover=False so that
+                                       they never touch a post the running bot is publishing.
+await db.close()
+await db.check() -> CheckReport        integrity (SQLite), schema revision, row counts, posts needing a human
+await db.backup(dest) -> Path          SQLite's online backup API: a consistent copy while the bot writes
+
+Transactions: every API call opens, commits and closes its own short transaction (`_write()` / `_read()`), never
+held across sampling or a network call. On SQLite writes begin IMMEDIATE and wait up to 30 s for the lock.
+"""
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, inspect, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from storage import migrate as migrations
+from storage.engine import (
+    BUSY_TIMEOUT_S,
+    make_engine,
+    parse_url,
+    preflight_sqlite,
+    shown,
+    sqlite_path,
+)
+from storage.errors import StorageError
+from storage.models import Base, Post
+from storage.records import CheckReport
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(at: datetime | None) -> datetime:
+    """`at` (default: now) as aware UTC; a naive datetime is a programming error."""
+    if at is None:
+        return utcnow()
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: pass a timezone-aware time (datetime.now(timezone.utc))")
+    return at.astimezone(UTC)
+
+
+def record(cls, obj, **extra):
+    """A frozen record of `cls` from an ORM object's attributes of the same names."""
+    names = [f.name for f in fields(cls) if f.name not in extra and hasattr(obj, f.name)]
+    return cls(**{name: getattr(obj, name) for name in names}, **extra)
+
+
+class DatabaseCore:
+    def __init__(self, url: str):
+        self.url = parse_url(url)
+        self.path = sqlite_path(self.url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.where = str(self.path) if self.path else shown(self.url)
+        self.revision: str | None = None
+        self.migrated: tuple[str | None, str | None] = (None, None)  # (before, after) of start()'s upgrade
+        self._engine: AsyncEngine | None = None
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def start(self, *, migrate: bool = True, recover: bool = True) -> int:
+        """Check, migrate and open the log; returns how many pending posts were marked unknown."""
+        if self._engine is not None:
+            raise RuntimeError("the database is already started")
+        if self.path is not None:
+            await asyncio.to_thread(preflight_sqlite, self.path, migrations.known_revisions(), create=migrate)
+        engine = make_engine(self.url, wal=migrate)
+        try:
+            with self._translate():
+                if migrate:
+                    await self._migrate()
+                async with engine.connect() as connection:
+                    self.revision = await connection.run_sync(migrations.current_revision)
+                if not migrate:
+                    self.migrated = (self.revision, self.revision)
+            self._engine = engine
+            self._writer = async_sessionmaker(engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False)
+            self._reader = async_sessionmaker(engine, expire_on_commit=False)
+            return await self._mark_pending_unknown() if recover else 0
+        except BaseException:
+            self._engine = None
+            await engine.dispose()
+            raise
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("call `await db.start()` first")
+        return self._engine
+
+    async def _migrate(self) -> None:
+        # Its own engine, foreign keys off (batch mode rebuilds tables; foreign_key_check runs before commit).
+        engine = make_engine(self.url, foreign_keys=False)
+        try:
+            async with engine.connect() as connection:
+                self.migrated = await connection.run_sync(migrations.upgrade, self.where)
+        finally:
+            await engine.dispose()
+
+    async def _mark_pending_unknown(self) -> int:
+        async with self._write() as session:
+            result = await session.execute(
+                update(Post).where(Post.status == "pending")
+                .values(status="unknown", updated_at=utcnow(),
+                        last_error="proverbot stopped while posting: check the platform by hand"))
+            return result.rowcount
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Database failures (locked past the timeout, disk, permissions, server gone) as a StorageError."""
+        try:
+            yield
+        except (IntegrityError, ProgrammingError):
+            raise  # a bug in proverbot, not the person's to fix
+        except DBAPIError as err:
+            reason = str(err.orig).strip() or type(err.orig).__name__
+            if "locked" in reason or "busy" in reason:
+                reason = f"another program kept it busy for over {BUSY_TIMEOUT_S} s ({reason})"
+            raise StorageError(f"The log {self.where} failed: {reason}.") from None
+        except OSError as err:
+            raise StorageError(f"Cannot reach the log {self.where}: {err.strerror or err}.") from None
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A session in a write transaction, committed on exit (IMMEDIATE on SQLite)."""
+        with self._translate():
+            async with self._writer() as session, session.begin():
+                yield session
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        with self._translate():
+            async with self._reader() as session, session.begin():
+                yield session
+
+    async def check(self) -> CheckReport:
+        """Integrity, schema revision and row counts; `problems` says what needs doing."""
+        head = migrations.head_revision()
+        problems = []
+        with self._translate():
+            async with self.engine.connect() as connection:
+                tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
+                integrity = "not checked (PostgreSQL and others check themselves; see their tools)"
+                if self.is_sqlite:
+                    rows = (await connection.exec_driver_sql("PRAGMA integrity_check")).scalars().all()
+                    integrity = "ok" if rows == ["ok"] else "; ".join(rows[:5])
+                    if integrity != "ok":
+                        problems.append(f"integrity check failed: {integrity}")
+                counts = {}
+                for table in Base.metadata.sorted_tables:
+                    if table.name in tables:
+                        counts[table.name] = (await connection.execute(select(func.count()).select_from(table))).scalar_one()
+                if "posts" in tables:
+                    unknown = (await connection.execute(
+                        select(func.count()).select_from(Post).where(Post.status == "unknown"))).scalar_one()
+                    if unknown:
+                        problems.append(f"{unknown} post(s) with an unknown outcome need a human: see "
+                                        "`proverbot history --kind posts`, then `proverbot db settle-post`")
+        if self.revision != head:
+            problems.append(f"schema revision is {self.revision or 'none'}, this proverbot expects {head}: "
+                            "run `proverbot db upgrade`")
+        return CheckReport(self.where, self.revision, head, integrity, counts, tuple(problems))
+
+    async def backup(self, dest: Path | str) -> Path:
+        """Copy a SQLite log to `dest` (never overwritten) with the online backup API; safe while the bot runs."""
+        if self.path is None:
+            raise StorageError(f"`db backup` copies SQLite files; back up {self.where} with its own tools "
+                               "(for PostgreSQL: pg_dump).")
+        await asyncio.to_thread(preflight_sqlite, self.path, migrations.known_revisions(), create=False)
+        return await asyncio.to_thread(backup_sqlite, self.path, Path(dest).expanduser().absolute())
+
+
+def backup_sqlite(source: Path, dest: Path) -> Path:
+    if dest.exists():
+        raise StorageError(f"{dest} already exists: backups never overwrite, choose a new name.")
+    if not dest.parent.is_dir():
+        raise StorageError(f"Cannot write the backup {dest}: the folder {dest.parent} does not exist.")
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        src = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            target = sqlite3.connect(partial)
+            try:
+                src.backup(target)  # one step: a consistent snapshot, writers carry on (WAL)
+                target.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
+                verdict = target.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                target.close()
+        finally:
+            src.close()
+        if verdict != "ok":
+            raise StorageError(f"The backup of {source} failed its check ({verdict}); run `proverbot db check`.")
+        os.replace(partial, dest)
+        return dest
+    except (sqlite3.Error, OSError) as err:
+        raise StorageError(f"Cannot back up {source} to {dest}: {err}.") from None
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,0 +1,131 @@
+"""Posts: recorded as pending BEFORE a publisher is called, settled after; nothing is posted twice.
+
+await db.begin_post(platform, candidate_id=None, text=None, requested_by_id=None, requested_by_name=None, at=None)
+        -> PostInfo (status pending)
+        Exactly one of candidate_id / text. A post is unique per (platform, normalised text) (normalise_text: NFKC,
+        case-folded, whitespace collapsed), so a candidate is never posted twice on a platform, and neither is the
+        same text given freely. Raises AlreadyPosted (with .url) when it went out, PostInProgress when it is
+        pending or "unknown" (the bot stopped mid-post: a human checks the platform, then settles it). A failed post
+        begins again: same row, attempts + 1.
+await db.settle_post(post_id, status, remote_id=None, url=None, error=None, at=None) -> PostInfo
+        status is "posted", "failed" or "unknown"; a post recorded as posted stays posted
+await db.get_post(post_id) -> PostInfo
+await db.posts_since(platform, since) -> list[PostInfo]
+        for the quota: posts that went out since `since`, or may have (pending, unknown), oldest first
+"""
+
+import hashlib
+import unicodedata
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import DatabaseCore, aware, record
+from storage.errors import AlreadyPosted, NotFound, PostInProgress, StorageError
+from storage.generations import clip
+from storage.models import Candidate, Post
+from storage.records import PostInfo
+
+SETTLED = ("posted", "failed", "unknown")
+
+
+def normalise_text(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
+
+
+def refusal(post: Post) -> AlreadyPosted | PostInProgress:
+    if post.status == "posted":
+        where = post.url or (f"remote id {post.remote_id}" if post.remote_id else "no link recorded")
+        return AlreadyPosted(f"That text was already posted on {post.platform}: {where} (post #{post.id}, "
+                             f"{post.posted_at or post.updated_at:%Y-%m-%d %H:%M} UTC).",
+                             post.id, post.platform, post.url, post.remote_id)
+    if post.status == "pending":
+        return PostInProgress(f"That text is being posted on {post.platform} right now (post #{post.id}, started "
+                              f"{post.updated_at:%H:%M} UTC).", post.id, post.platform, post.status)
+    return PostInProgress(f"Post #{post.id} of that text on {post.platform} has an unknown outcome: proverbot stopped "
+                          "while posting it. A person must check the account, then record what happened with "
+                          f"`proverbot db settle-post {post.id} posted --url URL` (or `failed` to allow a new try).",
+                          post.id, post.platform, post.status)
+
+
+class PostsAPI(DatabaseCore):
+    async def begin_post(self, platform: str, candidate_id: int | None = None, text: str | None = None, *,
+                         requested_by_id: str | None = None, requested_by_name: str | None = None,
+                         at: datetime | None = None) -> PostInfo:
+        if (candidate_id is None) == (text is None):
+            raise ValueError("begin_post takes exactly one of candidate_id and text")
+        if text is not None and not text.strip():
+            raise StorageError("There is nothing to post: the text is empty.")
+        at = aware(at)
+        for _ in range(3):  # a concurrent insert of the same key (PostgreSQL) makes the next round find it
+            try:
+                async with self._write() as session:
+                    return await self._begin(session, platform, candidate_id, text, requested_by_id,
+                                             requested_by_name, at)
+            except IntegrityError:
+                continue
+        raise StorageError(f"Could not record the post on {platform}: other writers kept changing it; try again.")
+
+    async def _begin(self, session, platform, candidate_id, text, by_id, by_name, at) -> PostInfo:
+        if candidate_id is not None:
+            text = await session.scalar(select(Candidate.text).where(Candidate.id == candidate_id))
+            if text is None:
+                raise NotFound(f"There is no candidate #{candidate_id} in the log.")
+        key = text_key(text)
+        post = await session.scalar(select(Post).where(Post.platform == platform, Post.text_key == key))
+        if post is not None and post.status != "failed":
+            raise refusal(post)
+        if post is None:
+            post = Post(platform=platform, candidate_id=candidate_id, text=text, text_key=key, status="pending",
+                        attempts=1, created_at=at)
+            session.add(post)
+        else:
+            post.status, post.attempts = "pending", post.attempts + 1
+            post.candidate_id = candidate_id if candidate_id is not None else post.candidate_id
+        post.requested_by_id, post.requested_by_name = clip(by_id, 64), clip(by_name, 200)
+        post.updated_at = at
+        await session.flush()
+        return record(PostInfo, post)
+
+    async def settle_post(self, post_id: int, status: str, *, remote_id: str | None = None, url: str | None = None,
+                          error: str | None = None, at: datetime | None = None) -> PostInfo:
+        if status not in SETTLED:
+            raise ValueError(f"status must be one of {SETTLED}, not {status!r}")
+        at = aware(at)
+        async with self._write() as session:
+            post = await session.get(Post, post_id)
+            if post is None:
+                raise NotFound(f"There is no post #{post_id} in the log.")
+            if post.status == "posted" and status != "posted":
+                raise StorageError(f"Post #{post_id} is recorded as posted ({post.url or post.remote_id or 'no link'}); "
+                                   "it cannot become " + status + ".")
+            post.status, post.updated_at = status, at
+            if status == "posted":
+                post.posted_at = post.posted_at or at
+                post.remote_id = clip(remote_id, 200) if remote_id is not None else post.remote_id
+                post.url = url if url is not None else post.url
+            if error is not None:
+                post.last_error = str(error)
+            await session.flush()
+            return record(PostInfo, post)
+
+    async def get_post(self, post_id: int) -> PostInfo:
+        async with self._read() as session:
+            post = await session.get(Post, post_id)
+            if post is None:
+                raise NotFound(f"There is no post #{post_id} in the log.")
+            return record(PostInfo, post)
+
+    async def posts_since(self, platform: str, since: datetime) -> list[PostInfo]:
+        since = aware(since)
+        when = func.coalesce(Post.posted_at, Post.updated_at)
+        query = (select(Post).where(Post.platform == platform, or_(
+            and_(Post.status == "posted", Post.posted_at >= since),
+            and_(Post.status.in_(("pending", "unknown")), Post.updated_at >= since))).order_by(when, Post.id))
+        async with self._read() as session:
+            return [record(PostInfo, post) for post in await session.scalars(query)]

@@ -1,0 +1,124 @@
+"""Votes: reactions on the chat messages that show candidates.
+
+await db.record_vote(candidate_id, user_id, emoji, user_name=None, at=None) -> VoteInfo
+        one vote per (candidate, user, emoji): recording it again changes nothing; a removed one is revived
+await db.remove_vote(candidate_id, user_id, emoji, at=None) -> bool
+        marks it removed (removed_at), never deletes it; False when there was no active vote
+await db.clear_votes(platform, message_id, at=None) -> int
+        every active vote on the candidate shown by that message marked removed (Discord's reaction-clear)
+await db.votes_for(candidate_id, include_removed=False) -> list[VoteInfo]
+await db.tally(generation_id, emoji=None) -> list[TallyRow]
+        per candidate in batch order: active votes (of one emoji if given) and distinct voters
+winner(rows) -> TallyRow | None
+        the usable candidate with the most votes, ties going to the earlier one; None when nobody voted
+"""
+
+from datetime import datetime
+from functools import cache
+
+from sqlalchemy import and_, case, distinct, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import DatabaseCore, aware, record
+from storage.errors import NotFound
+from storage.generations import clip
+from storage.models import Candidate, Generation, Vote
+from storage.records import TallyRow, VoteInfo
+
+UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # dialects with INSERT ... ON CONFLICT
+
+
+@cache
+def upsert_vote(dialect: str):
+    statement = UPSERT[dialect](Vote)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["candidate_id", "user_id", "emoji"],
+        set_={"removed_at": None,
+              "voted_at": case((Vote.removed_at.is_(None), Vote.voted_at), else_=new.voted_at),
+              "user_name": func.coalesce(new.user_name, Vote.user_name)},
+    ).returning(*Vote.__table__.columns)
+
+
+def winner(rows: list[TallyRow]) -> TallyRow | None:
+    voted = [row for row in rows if row.usable and row.votes > 0]
+    return min(voted, key=lambda row: (-row.votes, row.position)) if voted else None
+
+
+class VotesAPI(DatabaseCore):
+    async def record_vote(self, candidate_id: int, user_id: str, emoji: str, *, user_name: str | None = None,
+                          at: datetime | None = None) -> VoteInfo:
+        values = {"candidate_id": candidate_id, "user_id": clip(user_id, 64), "user_name": clip(user_name, 200),
+                  "emoji": clip(emoji, 64), "voted_at": aware(at), "removed_at": None}
+        async with self._write() as session:
+            try:
+                if session.bind.dialect.name in UPSERT:
+                    vote = await self._upsert_vote(session, values)
+                else:
+                    vote = await self._insert_or_revive_vote(session, values)
+            except IntegrityError:  # the only constraint left to break: the candidate's foreign key
+                vote = None
+            if vote is None:
+                raise NotFound(f"There is no candidate #{candidate_id} in the log to vote on.")
+            return vote
+
+    async def _upsert_vote(self, session, values: dict) -> VoteInfo:
+        """One statement (SQLite, PostgreSQL): insert, or revive a removed vote, or leave an active one as it is."""
+        row = (await session.execute(upsert_vote(session.bind.dialect.name), values)).one()
+        return VoteInfo(**row._mapping)
+
+    async def _insert_or_revive_vote(self, session, values: dict) -> VoteInfo | None:
+        """Any other database: insert in a savepoint; on a duplicate, revive the existing row. None: no candidate."""
+        try:
+            async with session.begin_nested():
+                await session.execute(insert(Vote).values(**values))
+        except IntegrityError:
+            pass  # the vote exists (revive it below), or the candidate does not
+        vote = await session.scalar(select(Vote).where(Vote.candidate_id == values["candidate_id"],
+                                                       Vote.user_id == values["user_id"], Vote.emoji == values["emoji"]))
+        if vote is None:
+            return None
+        if vote.removed_at is not None:
+            vote.removed_at, vote.voted_at = None, values["voted_at"]
+        vote.user_name = values["user_name"] or vote.user_name
+        await session.flush()
+        return record(VoteInfo, vote)
+
+    async def remove_vote(self, candidate_id: int, user_id: str, emoji: str, *, at: datetime | None = None) -> bool:
+        async with self._write() as session:
+            result = await session.execute(
+                update(Vote).where(Vote.candidate_id == candidate_id, Vote.user_id == clip(user_id, 64),
+                                   Vote.emoji == clip(emoji, 64), Vote.removed_at.is_(None))
+                .values(removed_at=aware(at)))
+            return result.rowcount == 1
+
+    async def clear_votes(self, platform: str, message_id: str, *, at: datetime | None = None) -> int:
+        shown_by = (select(Candidate.id).join(Generation, Generation.id == Candidate.generation_id)
+                    .where(Generation.platform == platform, Candidate.message_id == str(message_id)))
+        async with self._write() as session:
+            result = await session.execute(update(Vote).where(Vote.candidate_id.in_(shown_by), Vote.removed_at.is_(None))
+                                           .values(removed_at=aware(at)))
+            return result.rowcount
+
+    async def votes_for(self, candidate_id: int, *, include_removed: bool = False) -> list[VoteInfo]:
+        query = select(Vote).where(Vote.candidate_id == candidate_id)
+        if not include_removed:
+            query = query.where(Vote.removed_at.is_(None))
+        async with self._read() as session:
+            return [record(VoteInfo, vote) for vote in await session.scalars(query.order_by(Vote.id))]
+
+    async def tally(self, generation_id: int, *, emoji: str | None = None) -> list[TallyRow]:
+        joined = and_(Vote.candidate_id == Candidate.id, Vote.removed_at.is_(None))
+        if emoji is not None:
+            joined = and_(joined, Vote.emoji == emoji)
+        query = (select(Candidate.id, Candidate.position, Candidate.text, Candidate.usable, Candidate.message_id,
+                        func.count(Vote.id), func.count(distinct(Vote.user_id)))
+                 .outerjoin(Vote, joined).where(Candidate.generation_id == generation_id)
+                 .group_by(Candidate.id, Candidate.position, Candidate.text, Candidate.usable, Candidate.message_id)
+                 .order_by(Candidate.position))
+        async with self._read() as session:
+            rows = (await session.execute(query)).all()
+            if not rows and await session.get(Generation, generation_id) is None:
+                raise NotFound(f"There is no generation #{generation_id} in the log.")
+        return [TallyRow(*row) for row in rows]
