@@ -1,6 +1,8 @@
 """The `proverbot` command line. Errors a person can act on are printed as one line, never a traceback."""
 
 import argparse
+import asyncio
+import getpass
 import logging
 import sys
 from pathlib import Path
@@ -207,7 +209,7 @@ def cmd_generate(args) -> None:
     if args.nsamples:
         texts = [s.text for s in sampler.generate(request)]
     else:
-        batch = sampler.candidates(request)
+        batch = asyncio.run(sample_and_log(settings, sampler, request))
         texts = [c.text for c in batch.usable]
         print_summary(batch, count)
     output = "\n====================\n".join(texts) + "\n"
@@ -218,12 +220,39 @@ def cmd_generate(args) -> None:
         print(output, end="")
 
 
+async def sample_and_log(settings, sampler, request):
+    """Candidates from the sampler, logged as a generation of platform "cli": pending before sampling,
+    settled after, so the log never misses one (see `proverbot history`)."""
+    from storage import Database
+
+    db = Database(settings.database_url)
+    await db.start(recover=False)  # the bot's start-up settles pending posts, not the CLI
+    try:
+        run = sampler.run
+        generation = await db.record_generation(
+            "cli", user_name=getpass.getuser(), prefix=request.prefix, temperature=request.temperature,
+            top_k=request.top_k, top_p=request.top_p, length=request.length, count=request.count, seed=request.seed,
+            run_name=run.name, checkpoint_id=run.checkpoint_id, device=str(sampler.device))
+        try:
+            batch = sampler.candidates(request)
+        except Exception as err:
+            await db.fail_generation(generation, str(err))
+            raise
+        await db.finish_generation(generation, batch.usable + batch.rejected, duration=batch.seconds,
+                                   samples=batch.samples, tokens=batch.tokens)
+        batch.generation_id = generation
+        return batch
+    finally:
+        await db.close()
+
+
 def print_summary(batch, count: int) -> None:
     rejected = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in batch.rejected_summary().items())
     note = f"; filtered out {len(batch.rejected)}: {rejected}" if batch.rejected else ""
     short = f" (only {len(batch.usable)} of {count} wanted)" if len(batch.usable) < count else ""
     print(f"[{batch.run_name} {batch.checkpoint_id} on {batch.device}: {len(batch.usable)} candidates{short} "
-          f"from {batch.samples} samples in {batch.seconds:.1f}s{note}]", file=sys.stderr)
+          f"from {batch.samples} samples in {batch.seconds:.1f}s{note}; logged as generation #{batch.generation_id}]",
+          file=sys.stderr)
 
 
 def cmd_start(args) -> None:
@@ -241,7 +270,7 @@ def cmd_start(args) -> None:
     sampler = open_sampler(settings, None, None, None)
     request = SampleRequest(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
                             length=settings.length, count=settings.count, batch_size=settings.batch_size)
-    batch = sampler.candidates(request)
+    batch = asyncio.run(sample_and_log(settings, sampler, request))
     for i, candidate in enumerate(batch.usable, 1):
         print(f"{i}. {candidate.text}")
     print_summary(batch, settings.count)

@@ -63,6 +63,7 @@ class CandidateBatch:
     run_name: str = ""
     checkpoint_id: str = ""
     device: str = ""
+    generation_id: int | None = None  # set once the batch is recorded in the log
 
     def rejected_summary(self) -> dict[str, int]:
         return summarise([c.verdict for c in self.rejected])

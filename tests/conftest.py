@@ -41,3 +41,9 @@ def sampler(trained_run):
     from model.sample import Sampler
 
     return Sampler(load_run(trained_run))
+
+
+@pytest.fixture(autouse=True)
+def private_log(tmp_path, monkeypatch):
+    """Each test logs to its own SQLite file, never to ./proverbot.db."""
+    monkeypatch.setenv("PROVERBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")

@@ -1,5 +1,6 @@
 """The CLI as a user runs it: errors are one clear line, never a traceback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -50,6 +51,20 @@ def test_generate_candidates_is_reproducible(capsys, trained_run):
     assert code == 0 and "3 candidates" in err
     assert len(first.strip().split("\n====================\n")) == 3
     assert run(capsys, *argv)[1] == first
+
+
+def test_generated_candidates_are_logged(capsys, trained_run):
+    code, out, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), "--count", "2",
+                         "--seed", "3", "--prefix", "my son", "--length", "20")
+    assert code == 0 and "logged as generation #1" in err
+    code, history, _ = run(capsys, "history", "--kind", "candidates", "--json")
+    rows = json.loads(history)
+    usable = [row["text"] for row in rows if row["usable"]]
+    assert sorted(usable) == sorted(out.strip().split("\n====================\n"))
+    code, history, _ = run(capsys, "history", "--json")
+    (generation,) = json.loads(history)
+    assert generation["platform"] == "cli" and generation["prefix"] == "my son" and generation["status"] == "ok"
+    assert generation["run_name"] == "tiny" and generation["seed"] == 3
 
 
 def test_generate_raw_samples_to_a_file(capsys, trained_run, tmp_path):
