@@ -19,7 +19,6 @@ Figures are printed as name=value lines, then a short summary. See bench/README.
 
 import argparse
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchutil import OtherLoad, busy_warning, peak_rss_mb  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 # gpt-2-simple 0.8.1 on TensorFlow 2 (CPU), measured on the project's 2-core CPU machine
 # (see bench/README.md for the source); printed next to ours, never read at run time.
@@ -55,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="sampling and stop-length seed (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement, after one warm-up; the median is printed (default: %(default)s)")
+    p.add_argument("--peer-call", action="store_true",
+                   help="also time gpt-2-simple's exact call: generate(nsamples=5, batch_size=5, length=100), every "
+                        "sample the full length, no filters (median of --repeats, after the other measurements; ~1 min more on 2 CPU cores)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: %(default)s)")
     p.add_argument("--build-random-run", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: child process
     args = p.parse_args(argv)
@@ -67,10 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.repeats < 1 or args.count < 1 or args.length < 8 or args.batch_size < 1:
         p.error("--repeats, --count, --batch-size must be at least 1 and --length at least 8")
     return args
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
 def build_random_run(folder: str, corpus: str) -> None:
@@ -194,24 +194,41 @@ def main(argv=None) -> int:
     request = SampleRequest(count=args.count, length=args.length, batch_size=args.batch_size,
                             temperature=args.temperature, seed=args.seed)
 
-    def measure(sampler):
-        """One warm-up, then `repeats` timed calls; (median seconds, last batch, stops drawn in a call)."""
-        times, batch = [], None
-        for i in range(args.repeats + 1):
+    def call(sampler):
+        """One candidates() call; (seconds, batch, stop lengths drawn)."""
+        if stops is not None:
+            stops.reset()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        batch = sampler.candidates(request, logits_processor=processors)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started, batch, (list(stops.drawn) if stops is not None else None)
+
+    # one warm-up each, then the two modes alternate so that a busy spell hits both alike
+    call(early)
+    call(full)
+    busy = OtherLoad()
+    early_times, full_times = [], []
+    for _ in range(args.repeats):
+        seconds, early_batch, early_stops = call(early)
+        early_times.append(seconds)
+        seconds, full_batch, _ = call(full)
+        full_times.append(seconds)
+    peer_times = []
+    if args.peer_call:
+        peer_request = SampleRequest(nsamples=5, batch_size=5, length=args.length, temperature=args.temperature, seed=args.seed)
+        for _ in range(args.repeats):
             if stops is not None:
                 stops.reset()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
             started = time.perf_counter()
-            batch = sampler.candidates(request, logits_processor=processors)
+            full.generate(peer_request, logits_processor=processors)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            if i:
-                times.append(time.perf_counter() - started)
-        return statistics.median(times), batch, (list(stops.drawn) if stops is not None else None)
-
-    early_s, early_batch, early_stops = measure(early)
-    full_s, full_batch, _ = measure(full)
+            peer_times.append(time.perf_counter() - started)
+    other_load = busy.cores()
+    early_s, full_s = statistics.median(early_times), statistics.median(full_times)
 
     texts = lambda b: [c.text for c in b.usable + b.rejected]
     early_texts, full_texts = texts(early_batch), set(texts(full_batch))
@@ -226,16 +243,21 @@ def main(argv=None) -> int:
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "load_s": f"{load_s:.2f}",
+        "other_processes_cores": "n/a" if other_load is None else f"{other_load:.2f}",
         "candidates_5_s": f"{early_s:.2f}",
+        "candidates_5_times_s": ",".join(f"{t:.2f}" for t in early_times),
         "candidates_5_samples": early_batch.samples,
         "candidates_5_usable": len(early_batch.usable),
         "candidates_5_tokens": early_batch.tokens,
         "candidates_5_tokens_per_s": f"{early_batch.tokens / early_s:.1f}",
         "candidates_5_no_early_stop_s": f"{full_s:.2f}",
+        "candidates_5_no_early_stop_times_s": ",".join(f"{t:.2f}" for t in full_times),
         "candidates_5_no_early_stop_samples": full_batch.samples,
         "candidates_5_no_early_stop_usable": len(full_batch.usable),
         "candidates_5_no_early_stop_tokens": full_batch.tokens,
         "candidates_5_no_early_stop_tokens_per_s": f"{full_batch.tokens / full_s:.1f}",
+        **({"peer_call_s": f"{statistics.median(peer_times):.2f}",
+            "peer_call_times_s": ",".join(f"{t:.2f}" for t in peer_times)} if peer_times else {}),
         "early_stop_speedup": f"{full_s / early_s:.2f}",
         "same_texts": f"{same}/{len(early_texts)}",
         "peak_rss_mb": f"{peak_rss_mb():.0f}",
@@ -252,17 +274,22 @@ def main(argv=None) -> int:
     print()
     print(f"Summary: {args.count} candidates of at most {args.length} tokens from a {n_params / 1e6:.0f}M GPT-2 "
           f"({figures['weights']}) on {device}, {figures['threads']} threads, batch_size {args.batch_size}, "
-          f"median of {args.repeats} after a warm-up:")
+          f"median of {args.repeats} after a warm-up, the two ways alternating:")
     if args.emulate_stops:
         print(f"  (random weights never emit the separator: each sample was made to emit it after a length drawn "
               f"from the corpus blocks' GPT-2 token lengths, here {figures['emulated_stop_tokens']} tokens)")
     print(f"  early stop at the separator (the bot):  {early_s:6.2f} s  {early_batch.samples} samples, "
           f"{early_batch.tokens} tokens, {len(early_batch.usable)} usable")
     print(f"  every sample {args.length} tokens, cut after:  {full_s:6.2f} s  {full_batch.samples} samples, "
-          f"{full_batch.tokens} tokens, {len(full_batch.usable)} usable  -> early stopping {full_s / early_s:.1f}x faster")
+          f"{full_batch.tokens} tokens, {len(full_batch.usable)} usable  -> early stopping takes {early_s / full_s:.0%} of the time")
+    if peer_times:
+        print(f"  gpt-2-simple's own call, generate(nsamples=5, batch_size=5, length={args.length}), full length, "
+              f"no filters: {statistics.median(peer_times):.2f} s")
     print(f"  same texts both ways: {figures['same_texts']} (identical seeds and stops; a re-sampled batch may differ)")
     print(f"  load {load_s:.1f} s, peak resident memory of this process {figures['peak_rss_mb']} MB")
     print(f"  {PEER}")
+    if busy_warning(other_load):
+        print(f"  {busy_warning(other_load)}")
     tmp.cleanup()
     return 0
 

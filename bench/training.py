@@ -11,7 +11,6 @@ Figures are printed as name=value lines, then a short summary. See bench/README.
 """
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchutil import OtherLoad, busy_warning, peak_rss_mb  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 # gpt-2-simple 0.8.1 on TensorFlow 2 (CPU), measured on the project's 2-core CPU machine
 # (see bench/README.md for the source); printed next to ours, never read at run time.
@@ -37,16 +38,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="random 124M weights (GPT2Config() defaults) and the GPT-2 tokenizer (the default; no download)")
     src.add_argument("--base", help="fine-tune this model folder instead (Hugging Face or OpenAI/gpt-2-simple layout)")
     p.add_argument("--corpus", default=str(ROOT / "data/proverbs_clean.txt"), help="(default: %(default)s)")
-    p.add_argument("--steps", type=int, default=3, help="timed optimizer steps, after the warm-up (default: %(default)s)")
-    p.add_argument("--warmup-steps", type=int, default=1, help="untimed-in-the-rate first steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3,
+                   help="optimizer steps to run, the warm-up included; the rate is timed on the others (default: %(default)s; "
+                        "about 80 s each for 124M on a 2-core CPU)")
+    p.add_argument("--warmup-steps", type=int, default=1, help="first steps left out of the rate (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per micro-batch (default: %(default)s)")
     p.add_argument("--accumulate-gradients", type=int, default=5, help="micro-batches per optimizer step (default: %(default)s)")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout while training; default: the base's own (0.1 for GPT-2, as `proverbot train` does). "
+                        "gpt-2-simple trains without dropout: --dropout 0 compares like with like")
     p.add_argument("--block-size", type=int, default=1024, help="tokens per window, at most the model's context (default: %(default)s)")
     p.add_argument("--build-random-base", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: child process
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup_steps < 0 or args.batch_size < 1 or args.accumulate_gradients < 1 or args.block_size < 8:
-        p.error("--steps, --batch-size, --accumulate-gradients must be at least 1, --warmup-steps at least 0, --block-size at least 8")
+    if args.warmup_steps < 0 or args.steps <= args.warmup_steps or args.batch_size < 1 or args.accumulate_gradients < 1 or args.block_size < 8:
+        p.error("--steps must be more than --warmup-steps (at least 0); --batch-size, --accumulate-gradients at least 1; --block-size at least 8")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        p.error("--dropout must be in [0, 1)")
     return args
 
 
@@ -59,10 +67,6 @@ def build_random_base(folder: str) -> None:
 
     GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
     gpt2_tokenizer().save_pretrained(folder)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
 def main(argv=None) -> int:
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
 
     cfg = make_config(
         base, corpus=args.corpus, checkpoint_dir=str(Path(tmp.name) / "checkpoints"), run_name="bench",
-        steps=args.warmup_steps + args.steps, batch_size=args.batch_size, accumulate_gradients=args.accumulate_gradients,
+        steps=args.steps, dropout=args.dropout, batch_size=args.batch_size, accumulate_gradients=args.accumulate_gradients,
         block_size=args.block_size, sample_every=10**6, save_every=10**6, val_every=0, eval_samples=0, device=args.device,
     )
     started = time.perf_counter()
@@ -105,18 +109,22 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
 
     warmup, timed, loss = [], [], float("nan")
-    for i in range(args.warmup_steps + args.steps):
+    for i in range(args.steps):
+        if i == args.warmup_steps:
+            busy = OtherLoad()
         sync()
         started = time.perf_counter()
         loss = trainer.train_step()
         sync()
         (warmup if i < args.warmup_steps else timed).append(time.perf_counter() - started)
+    other_load = busy.cores()
     s_per_step = sum(timed) / len(timed)
 
     figures = {
         "model": f"gpt2 {mc.n_layer} layers x {mc.n_embd} wide, {mc.n_positions} context, {mc.vocab_size} vocab, {n_params / 1e6:.1f}M parameters",
         "weights": "random-init" if not args.base else args.base,
         "device": str(device),
+        "dropout": f"{max((m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)), default=0.0):g}",
         "autocast": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off (float32)",
         "threads": torch.get_num_threads(),
         "batch_size": cfg.batch_size,
@@ -124,6 +132,7 @@ def main(argv=None) -> int:
         "block_size": trainer.block_size,
         "tokens_per_step": tokens_per_step,
         "steps_timed": len(timed),
+        "other_processes_cores": "n/a" if other_load is None else f"{other_load:.2f}",
         "load_s": f"{load_s:.2f}",
         "warmup_step_s": ",".join(f"{t:.2f}" for t in warmup) or "none",
         "step_s": ",".join(f"{t:.2f}" for t in timed),
@@ -142,13 +151,15 @@ def main(argv=None) -> int:
 
     print()
     print(f"Summary: {n_params / 1e6:.0f}M GPT-2 ({figures['weights']}) fine-tuned with model.train.Trainer on {device} "
-          f"({figures['threads']} threads, autocast {figures['autocast']}), batch {cfg.batch_size} x {trainer.block_size} tokens, "
+          f"({figures['threads']} threads, autocast {figures['autocast']}, dropout {figures['dropout']}), batch {cfg.batch_size} x {trainer.block_size} tokens, "
           f"accumulate_gradients {cfg.accumulate_gradients} = {tokens_per_step} tokens per step:")
     print(f"  {s_per_step:.2f} s/step = {tokens_per_step / s_per_step:.0f} tokens/s (mean of {len(timed)} steps after "
           f"{len(warmup)} warm-up step(s) of {figures['warmup_step_s']} s); loss {loss:.3f}")
     print(f"  peak resident memory of this process {figures['peak_rss_mb']} MB"
           + (f", peak GPU memory {figures['peak_gpu_mb']} MB" if device.type == "cuda" else ""))
     print(f"  {PEER}")
+    if busy_warning(other_load):
+        print(f"  {busy_warning(other_load)}")
     tmp.cleanup()
     return 0
 
