@@ -18,6 +18,7 @@ Figures are printed as name=value lines, then a short summary. See bench/README.
 """
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
 
     import torch
     import transformers
-    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+    from transformers import LogitsProcessor, LogitsProcessorList
 
     from model.base import pick_device
     from model.corpus import read_corpus
@@ -143,23 +144,14 @@ def main(argv=None) -> int:
         cut at the first stop token / the separator afterwards by the same _decode. Sample.tokens counts
         every generated token."""
 
-        @torch.inference_mode()
-        def _sample_batch(self, request, n, logits_processor=None):
-            prompt, length = self._prompt(request.prefix, request.length)
-            input_ids = torch.tensor([prompt] * n, device=self.device)
-            config = GenerationConfig.from_dict({
-                **self.generation_config.to_dict(),
-                "do_sample": request.temperature > 0,
-                "temperature": request.temperature if request.temperature > 0 else None,
-                "top_k": request.top_k or None,
-                "top_p": request.top_p if 0 < request.top_p < 1 else None,
-                "max_new_tokens": length,
-                "eos_token_id": None,
-                "stop_strings": None,
-            })
-            output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                                         generation_config=config, logits_processor=logits_processor)
-            return [self._decode(row[len(prompt):].tolist(), request) for row in output]
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.stopping = []  # no separator criterion
+
+        def _config(self, request, length):
+            config = super()._config(request, length)
+            config.eos_token_id = None  # and no end-of-text stop
+            return config
 
         def _decode(self, new_ids, request):
             sample = super()._decode(new_ids, request)
@@ -239,6 +231,7 @@ def main(argv=None) -> int:
         "weights": "random-init" if args.random_init else f"run {run.name} ({run.checkpoint_id})",
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
         "emulated_stops": "yes" if args.emulate_stops else "no",
         "batch_size": args.batch_size,
         "repeats": args.repeats,

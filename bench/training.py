@@ -46,8 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="windows per micro-batch (default: %(default)s)")
     p.add_argument("--accumulate-gradients", type=int, default=5, help="micro-batches per optimizer step (default: %(default)s)")
     p.add_argument("--dropout", type=float, default=None,
-                   help="dropout while training; default: the base's own (0.1 for GPT-2, as `proverbot train` does). "
-                        "gpt-2-simple trains without dropout: --dropout 0 compares like with like")
+                   help="dropout while training; default: none, as `proverbot train` fine-tunes (and gpt-2-simple)")
     p.add_argument("--block-size", type=int, default=1024, help="tokens per window, at most the model's context (default: %(default)s)")
     p.add_argument("--build-random-base", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: child process
     args = p.parse_args(argv)

@@ -146,6 +146,7 @@ def new_tiny_model(cfg: TrainConfig, blocks: list[str]):
 
 
 def set_dropout(model: GPT2LMHeadModel, p: float) -> None:
+    model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = p
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
@@ -202,8 +203,7 @@ class Trainer:
             self.model, self.tokenizer = new_tiny_model(cfg, self.train_blocks)
         else:
             self.model, self.tokenizer = load_base(cfg.base)
-            if cfg.dropout is not None:
-                set_dropout(self.model, cfg.dropout)
+            set_dropout(self.model, cfg.dropout or 0.0)  # gpt-2-simple fine-tunes without dropout
         self.meta = {"base": cfg.base, "corpus": str(cfg.corpus), "step": 0}
         return None
 
