@@ -140,7 +140,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-name", help="run to sample from (default: the most recently trained)")
     p.add_argument("--checkpoint-dir", help="where run folders live")
     p.add_argument("--prefix", default="", help="text every sample starts with")
-    p.add_argument("--temperature", type=float, help="0.1-2.0 (default: 0.7)")
+    p.add_argument("--temperature", type=float, help="more than 0, at most 2.0 (default: 0.7)")
     p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: off)")
     p.add_argument("--top-p", type=float, help="nucleus sampling (0: off)")
     p.add_argument("--length", type=positive_int, help="most tokens per sample")
@@ -196,8 +196,6 @@ def cmd_generate(args) -> None:
 
     settings = load_settings()
     temperature = settings.temperature if args.temperature is None else args.temperature
-    if not 0 < temperature <= 2:
-        raise ProverbotError(f"--temperature must be between 0.1 and 2.0 (got {temperature}).")
     sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device)
     count = args.count or settings.count
     request = SampleRequest(
@@ -206,6 +204,7 @@ def cmd_generate(args) -> None:
         seed=args.seed, truncate=args.truncate, include_prefix=args.include_prefix,
         nsamples=args.nsamples or 1, batch_size=args.batch_size or settings.batch_size, count=count,
     )
+    request.check()  # before the log records anything
     if args.nsamples:
         texts = [s.text for s in sampler.generate(request)]
     else:

@@ -51,6 +51,23 @@ class SampleRequest:
     count: int = 5
     max_samples: int | None = None
 
+    def check(self) -> None:
+        """Raise SamplingError naming every parameter that is out of range (input from users is untrusted)."""
+        problems = []
+        if not 0 < self.temperature <= 2:
+            problems.append(f"temperature must be more than 0 and at most 2.0 (got {self.temperature:g})")
+        if self.top_k < 0:
+            problems.append(f"top_k must be 0 (off) or more (got {self.top_k})")
+        if not 0 <= self.top_p <= 1:
+            problems.append(f"top_p must be between 0 (off) and 1 (got {self.top_p:g})")
+        for name in ("nsamples", "batch_size", "count"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.length is not None and self.length < 1:
+            problems.append(f"length must be at least 1 (got {self.length})")
+        if problems:
+            raise SamplingError("Bad sampling parameters: " + "; ".join(problems) + ".")
+
 
 @dataclass
 class Sample:
@@ -100,12 +117,14 @@ class Sampler:
 
     def generate(self, request: SampleRequest, logits_processor=None) -> list[Sample]:
         """gpt-2-simple's generate: `nsamples` texts in batches of `batch_size` (list return)."""
+        request.check()
         if request.seed is not None:
             torch.manual_seed(request.seed)
         return self._sample_rows(request, request.nsamples, logits_processor)
 
     def candidates(self, request: SampleRequest, logits_processor=None) -> CandidateBatch:
         """Sample until `count` candidates pass the filters or `max_samples` (default 4 x count) are drawn."""
+        request.check()
         started = time.perf_counter()
         if request.seed is not None:
             torch.manual_seed(request.seed)

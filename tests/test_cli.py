@@ -76,10 +76,15 @@ def test_generate_raw_samples_to_a_file(capsys, trained_run, tmp_path):
     assert len(samples) == 4 and all(s.startswith("my son") for s in samples)
 
 
-@pytest.mark.parametrize("value", ["5", "0", "-1"])
-def test_temperature_out_of_range(capsys, trained_run, value):
-    code, _, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), "--temperature", value)
-    assert code == 1 and "--temperature must be between 0.1 and 2.0" in err
+@pytest.mark.parametrize("option, value, message", [
+    ("--temperature", "5", "temperature must be more than 0 and at most 2.0 (got 5)"),
+    ("--temperature", "0", "temperature must be more than 0 and at most 2.0 (got 0)"),
+    ("--top-k", "-3", "top_k must be 0 (off) or more (got -3)"),
+    ("--top-p", "1.5", "top_p must be between 0 (off) and 1 (got 1.5)"),
+])
+def test_sampling_parameters_out_of_range(capsys, trained_run, option, value, message):
+    code, _, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), option, value)
+    assert code == 1 and f"Bad sampling parameters: {message}." in err
 
 
 def test_bad_setting_in_environment(capsys, monkeypatch):

@@ -119,3 +119,10 @@ async def test_worker_serves_the_real_model_without_blocking_the_loop(sampler):
     for request, batch in zip(requests, results):
         assert batch.usable[0].text == sampler.candidates(request).usable[0].text  # routed to its own caller
     assert len(lags) > 5 and max(lags) < 0.05
+
+
+def test_bad_parameters_are_named_together(sampler):
+    with pytest.raises(SamplingError) as err:
+        sampler.candidates(SampleRequest(temperature=-1, count=0, batch_size=0))
+    assert "temperature must be" in str(err.value) and "count must be at least 1" in str(err.value)
+    assert "batch_size must be at least 1" in str(err.value)
