@@ -24,4 +24,4 @@ RUN useradd --create-home proverbot && mkdir -p /data && chown proverbot /data
 USER proverbot
 VOLUME /data
 ENTRYPOINT ["proverbot"]
-CMD ["start"]
+CMD ["run"]

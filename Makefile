@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/proverbot start
+	$(BIN)/proverbot run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -5,6 +5,7 @@ import asyncio
 import getpass
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from chatbot import storage_cli
@@ -55,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=lambda args: parser.print_help())
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    start = commands.add_parser("start", help="the main job: train the embedded default if missing, then sample")
-    start.set_defaults(func=cmd_start)
+    run = commands.add_parser("run", help="the bot: in the terminal (for now), trains the embedded default if missing",
+                              description="Start the bot: the log, the model worker and the terminal front end with "
+                              "the dry-run publisher. Commands are read from stdin (also from a pipe): /help lists them.")
+    run.set_defaults(func=cmd_run)
 
     train = commands.add_parser("train", help="train a model (from scratch: --base tiny) or fine-tune GPT-2",
                                 description="Train a run folder checkpoints/<run_name>/. Parameters follow gpt-2-simple's finetune().")
@@ -254,25 +257,54 @@ def print_summary(batch, count: int) -> None:
           file=sys.stderr)
 
 
-def cmd_start(args) -> None:
+def train_default_if_missing(settings) -> None:
+    """Train the embedded default into checkpoint_dir when it holds no run yet."""
     from model.run import list_runs
-    from model.sample import SampleRequest
     from model.train import make_config, train
 
+    if list_runs(settings.checkpoint_dir):
+        return
+    print(f"No trained model in {settings.checkpoint_dir}/ yet: training the embedded default on {settings.corpus} "
+          "(a few minutes on a CPU; Ctrl-C saves and stops).", flush=True)
+    cfg = make_config("tiny", corpus=str(settings.corpus), checkpoint_dir=str(settings.checkpoint_dir),
+                      run_name=DEFAULT_RUN, device=settings.device)
+    report_training(train(cfg))
+
+
+def cmd_run(args) -> None:
     settings = load_settings()
-    if not list_runs(settings.checkpoint_dir):
-        print(f"No trained model in {settings.checkpoint_dir}/ yet: training the embedded default on {settings.corpus} "
-              "(a few minutes on a CPU; Ctrl-C saves and stops).", flush=True)
-        cfg = make_config("tiny", corpus=str(settings.corpus), checkpoint_dir=str(settings.checkpoint_dir),
-                          run_name=DEFAULT_RUN, device=settings.device)
-        report_training(train(cfg))
-    sampler = open_sampler(settings, None, None, None)
-    request = SampleRequest(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
-                            length=settings.length, count=settings.count, batch_size=settings.batch_size)
-    batch = asyncio.run(sample_and_log(settings, sampler, request))
-    for i, candidate in enumerate(batch.usable, 1):
-        print(f"{i}. {candidate.text}")
-    print_summary(batch, settings.count)
+    train_default_if_missing(settings)
+    asyncio.run(run_console(settings))
+
+
+async def run_console(settings) -> None:
+    """The bot in the terminal: the log, one model worker, the dry-run publisher and the console front end."""
+    from chatbot.core import Core, Defaults, ModelInfo
+    from chatbot.frontends.console import Console
+    from chatbot.publishers.dryrun import DryRunPublisher
+    from model.worker import ModelWorker
+    from storage import Database
+
+    db = Database(settings.database_url)
+    unknown = await db.start()
+    if unknown:
+        print(f"warning: {unknown} post(s) were in flight when proverbot last stopped and their outcome is unknown: "
+              "check the account, then record it with `proverbot db settle-post ID posted|failed` "
+              "(see `proverbot history --kind posts`).", file=sys.stderr)
+    loaded = []
+
+    def load():
+        loaded.append(open_sampler(settings, None, None, None))
+        return loaded[0]
+
+    try:
+        async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
+            run = loaded[0].run
+            model = ModelInfo(run.name, run.checkpoint_id, str(loaded[0].device))
+            defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
+            await Console(Core(db, worker, DryRunPublisher(), model, defaults)).run()
+    finally:
+        await db.close()
 
 
 def cmd_import(args) -> None:

@@ -1,0 +1,258 @@
+"""The bot's workflow, free of any chat platform: ask → sample → show → vote → pick → publish → log.
+
+Front ends (console, Discord, Slack) turn their events into these calls and the returned dataclasses into
+messages; nothing here knows a platform's types. Every step is logged in storage, and every error a person can
+act on is a ProverbotError whose str() is the message to show.
+
+    core = Core(db, worker, DryRunPublisher(), model=ModelInfo("default", "2320050d41be", "cpu"))
+    ctx = Context("console", channel_id="terminal", user_id="ada", user_name="ada")
+    asked = await core.ask(ctx, prefix="thou shalt", count=3)
+    await core.vote(ctx, asked.candidates[0].id, "👍")
+    posted = await core.post(ctx)                # the top-voted candidate of the latest batch here
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from chatbot.publishers import Publisher, PublishError
+from model.errors import ProverbotError
+from model.sample import SampleRequest
+from storage import Database, GenerationInfo, PostInfo, TallyRow, winner
+
+MAX_PREFIX = 200
+TEMPERATURE = (0.1, 2.0)
+COUNT = (1, 10)
+LENGTH = (1, 200)
+
+
+class BadRequest(ProverbotError):
+    """A parameter given by a user is out of range or malformed."""
+
+
+class NothingToPost(ProverbotError):
+    """No batch in this channel yet, or no candidate in it can be posted."""
+
+
+class PostFailed(ProverbotError):
+    """The publisher failed; the candidate stays postable."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who asks, and where: the platform's ids as strings."""
+
+    platform: str
+    channel_id: str | None = None
+    user_id: str | None = None
+    user_name: str | None = None
+    server_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    run_name: str
+    checkpoint_id: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Sampling settings a user does not choose (chatbot.config.Settings has the same fields)."""
+
+    temperature: float = 0.7
+    count: int = 5
+    length: int = 100
+    top_k: int = 0
+    top_p: float = 0.0
+    batch_size: int = 20
+
+
+@dataclass(frozen=True)
+class ShownCandidate:
+    id: int           # the candidate's id in storage
+    number: int       # 1-based among the usable candidates of its batch: what /vote N means
+    text: str
+
+
+@dataclass(frozen=True)
+class AskResult:
+    generation_id: int
+    candidates: tuple[ShownCandidate, ...]
+    wanted: int
+    samples: int
+    seconds: float
+    filtered: dict[str, int] = field(default_factory=dict)   # filter reason → how many samples it dropped
+
+    @property
+    def filtered_out(self) -> int:
+        return sum(self.filtered.values())
+
+
+@dataclass(frozen=True)
+class Posted:
+    post_id: int
+    candidate_id: int | None
+    text: str
+    url: str | None
+    platform: str
+
+
+@dataclass(frozen=True)
+class Status:
+    model: ModelInfo
+    queue_length: int
+    posts_last_24h: int
+    publisher: str
+
+
+class Core:
+    def __init__(self, db: Database, worker, publisher: Publisher, model: ModelInfo,
+                 defaults: Defaults | None = None) -> None:
+        self.db = db
+        self.worker = worker          # model.worker.ModelWorker, or anything with sample() and queue_length()
+        self.publisher = publisher
+        self.model = model
+        self.defaults = defaults or Defaults()
+
+    # --- ask -------------------------------------------------------------------------------------------------
+
+    async def ask(self, ctx: Context, prefix: str = "", temperature: float | None = None, count: int | None = None,
+                  length: int | None = None, on_queued=None) -> AskResult:
+        """Sample candidates in the model worker; the generation is logged pending before, settled after."""
+        request = self._request(prefix, temperature, count, length)
+        generation_id = await self.db.record_generation(
+            ctx.platform, channel_id=ctx.channel_id, server_id=ctx.server_id, user_id=ctx.user_id,
+            user_name=ctx.user_name, prefix=request.prefix, temperature=request.temperature, top_k=request.top_k,
+            top_p=request.top_p, length=request.length, count=request.count, run_name=self.model.run_name,
+            checkpoint_id=self.model.checkpoint_id, device=self.model.device)
+        started = time.monotonic()
+        try:
+            batch = await self.worker.sample(request, on_queued=on_queued)
+        except BaseException as err:
+            await self.db.fail_generation(generation_id, str(err) or type(err).__name__,
+                                          duration=time.monotonic() - started)
+            raise
+        generation = await self.db.finish_generation(
+            generation_id, batch.usable + batch.rejected, duration=batch.seconds, samples=batch.samples,
+            tokens=batch.tokens, run_name=batch.run_name or None, checkpoint_id=batch.checkpoint_id or None,
+            device=batch.device or None)
+        return AskResult(generation_id, shown(generation), request.count, batch.samples, batch.seconds,
+                         batch.rejected_summary())
+
+    def _request(self, prefix, temperature, count, length) -> SampleRequest:
+        d = self.defaults
+        check_prefix(prefix)
+        temperature = d.temperature if temperature is None else in_range("temperature", temperature, *TEMPERATURE)
+        count = d.count if count is None else int(in_range("count", count, *COUNT, whole=True))
+        length = d.length if length is None else int(in_range("length", length, *LENGTH, whole=True))
+        request = SampleRequest(prefix=prefix, temperature=temperature, count=count, length=length, top_k=d.top_k,
+                                top_p=d.top_p, batch_size=d.batch_size)
+        request.check()
+        return request
+
+    # --- votes -----------------------------------------------------------------------------------------------
+
+    async def vote(self, ctx: Context, candidate_id: int, emoji: str = "👍", added: bool = True) -> bool:
+        """Record (or, with added=False, withdraw) ctx's vote; False when there was no vote to withdraw."""
+        if added:
+            await self.db.record_vote(candidate_id, ctx.user_id, emoji, user_name=ctx.user_name)
+            return True
+        return await self.db.remove_vote(candidate_id, ctx.user_id, emoji)
+
+    async def votes(self, ctx: Context) -> list[TallyRow]:
+        """The tally of the latest batch in this channel, usable candidates only, in batch order."""
+        generation = await self._latest(ctx)
+        return [row for row in await self.db.tally(generation.id) if row.usable]
+
+    async def candidate_number(self, ctx: Context, number: int) -> int:
+        """The storage id of usable candidate `number` (1-based) of the latest batch in this channel."""
+        candidates = shown(await self._latest(ctx))
+        if not 1 <= number <= len(candidates):
+            raise BadRequest(f"There is no candidate {number} in the latest batch (it has 1 to {len(candidates)}).")
+        return candidates[number - 1].id
+
+    # --- post ------------------------------------------------------------------------------------------------
+
+    async def post(self, ctx: Context, candidate_id: int | None = None) -> Posted:
+        """Publish the named candidate, or the top-voted one of the latest batch here (ties: the earlier one;
+        nobody voted: the first usable). AlreadyPosted / PostInProgress (storage) say why it cannot be posted;
+        PostFailed says why publishing failed, and the candidate stays postable."""
+        if candidate_id is None:
+            candidate_id = await self._pick(ctx)
+        post = await self.db.begin_post(self.publisher.name, candidate_id=candidate_id,
+                                        requested_by_id=ctx.user_id, requested_by_name=ctx.user_name)
+        try:
+            result = await self.publisher.publish(post.text)
+        except Exception as err:
+            reason = str(err) if isinstance(err, PublishError) else f"{type(err).__name__}: {err}"
+            await self.db.settle_post(post.id, "failed", error=reason)
+            await self._audit(ctx, post, f"failed: {reason}")
+            raise PostFailed(f"Posting on {self.publisher.name} failed: {reason} The candidate can be posted "
+                             "again.") from err
+        post = await self.db.settle_post(post.id, "posted", remote_id=result.remote_id, url=result.url)
+        await self._audit(ctx, post, f"posted: {post.url}")
+        return Posted(post.id, post.candidate_id, post.text, post.url, post.platform)
+
+    async def _pick(self, ctx: Context) -> int:
+        generation = await self._latest(ctx)
+        best = winner(await self.db.tally(generation.id))
+        if best is not None:
+            return best.candidate_id
+        usable = shown(generation)
+        if not usable:
+            raise NothingToPost("The latest batch here has no usable candidate: ask for more with /proverb.")
+        return usable[0].id
+
+    async def _audit(self, ctx: Context, post: PostInfo, detail: str) -> None:
+        await self.db.record_audit("post", ctx.user_id, ctx.user_name, target=f"post #{post.id}",
+                                   detail=f"{ctx.platform}/{ctx.channel_id} → {post.platform} {detail}")
+
+    # --- history and status ----------------------------------------------------------------------------------
+
+    async def history(self, ctx: Context, n: int = 10) -> list[PostInfo]:
+        """The n most recent posts (any status), newest first."""
+        n = int(in_range("n", n, 1, 50, whole=True))
+        return await self.db.history("posts", limit=n)
+
+    async def status(self) -> Status:
+        since = datetime.now(UTC) - timedelta(hours=24)
+        posts = await self.db.posts_since(self.publisher.name, since)
+        return Status(self.model, self.worker.queue_length(), len(posts), self.publisher.name)
+
+    async def _latest(self, ctx: Context) -> GenerationInfo:
+        generation = await self.db.latest_generation(ctx.platform, ctx.channel_id)
+        if generation is None:
+            raise NothingToPost("No candidates in this channel yet: ask for some with /proverb.")
+        return generation
+
+
+def shown(generation: GenerationInfo) -> tuple[ShownCandidate, ...]:
+    usable = [c for c in generation.candidates if c.usable]
+    return tuple(ShownCandidate(c.id, i, c.text) for i, c in enumerate(usable, 1))
+
+
+def check_prefix(prefix: str) -> None:
+    if not isinstance(prefix, str):
+        raise BadRequest("The prefix must be text.")
+    if len(prefix) > MAX_PREFIX:
+        raise BadRequest(f"The prefix is {len(prefix)} characters long; at most {MAX_PREFIX} are allowed.")
+    bad = next((ch for ch in prefix if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        raise BadRequest(f"The prefix contains a control character (U+{ord(bad):04X}); use plain text.")
+
+
+def in_range(name: str, value, low, high, whole: bool = False):
+    """value as a number within [low, high], or BadRequest naming the parameter and the range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be a number from {low:g} to {high:g} (got {value!r}).") from None
+    if math.isnan(number) or not low <= number <= high or (whole and number != int(number)):
+        kind = "a whole number" if whole else "a number"
+        raise BadRequest(f"{name} must be {kind} from {low:g} to {high:g} (got {value}).")
+    return number

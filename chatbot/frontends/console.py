@@ -1,0 +1,211 @@
+"""The terminal front end: the Discord commands, typed on stdin, answered on stdout.
+
+    /proverb prefix:"thou shalt" temperature:0.9 count:3 length:60
+    /vote 1        /unvote 1        /votes        /post [N]        /history [n]        /status        /help        /quit
+
+N is a candidate's number in the latest batch (as printed); #ID names a candidate by its storage id. Works with a
+pipe as well as a terminal (`printf '/proverb\\n/post\\n' | proverbot run`); EOF ends like /quit. Bad input
+prints one line starting with "error:" and the console goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import shlex
+import sys
+import threading
+from typing import TextIO
+
+from chatbot.core import AskResult, BadRequest, Context, Core
+from model.errors import ProverbotError
+from storage import AlreadyPosted
+
+log = logging.getLogger(__name__)
+
+HELP = """Commands:
+  /proverb [prefix:"text"] [temperature:0.1-2.0] [count:1-10] [length:1-200]   sample candidates
+  /vote N, /unvote N      vote for (or withdraw from) candidate N of the latest batch (#ID: by storage id)
+  /votes                  the tally of the latest batch
+  /post [N]               publish the top-voted candidate (ties: the earlier one), or candidate N
+  /history [n]            the n most recent posts
+  /status                 model, queue and posts in the last 24 hours
+  /help, /quit"""
+
+PROVERB_KEYS = ("prefix", "temperature", "count", "length")
+
+
+class Quit(Exception):
+    pass
+
+
+class Console:
+    def __init__(self, core: Core, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+                 user: str | None = None) -> None:
+        self.core = core
+        self.stdin, self.stdout = stdin, stdout
+        user = user or getpass.getuser()
+        self.ctx = Context("console", channel_id="terminal", user_id=user, user_name=user)
+        self.commands = {"/proverb": self.proverb, "/vote": self.vote, "/unvote": self.unvote, "/votes": self.votes,
+                         "/post": self.post, "/history": self.history, "/status": self.status, "/help": self.help,
+                         "/quit": self.quit, "/exit": self.quit}
+
+    async def run(self) -> None:
+        """Read and answer commands until /quit or end of input."""
+        self.say(f"proverbot console: {self.core.model.run_name} on {self.core.model.device}, publishing to "
+                 f"{self.core.publisher.name}. /help lists the commands.")
+        lines = self.read_lines()
+        while True:
+            if self.stdin.isatty():
+                self.say("> ", end="")
+            line = await lines.get()
+            if not line:
+                return
+            try:
+                await self.handle(line)
+            except Quit:
+                return
+
+    def read_lines(self) -> asyncio.Queue:
+        """Lines of stdin, read by a daemon thread ("" at the end), so that a blocked read never holds up
+        shutdown: Ctrl-C or SIGTERM ends the bot at once, even while the terminal waits for a line."""
+        loop, lines = asyncio.get_running_loop(), asyncio.Queue()
+
+        def read() -> None:
+            while True:
+                line = self.stdin.readline()
+                try:
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+                except RuntimeError:  # the loop has closed: the console is over
+                    return
+                if not line:
+                    return
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        return lines
+
+    async def handle(self, line: str) -> None:
+        """Answer one line; every error becomes one line of output."""
+        try:
+            words = shlex.split(line)
+            if not words:
+                return
+            command = self.commands.get(words[0].lower())
+            if command is None:
+                raise BadRequest(f"Unknown command {words[0]!r}; /help lists the commands.")
+            await command(words[1:])
+        except Quit:
+            raise
+        except AlreadyPosted as err:
+            self.say(f"error: already posted: {err.url or 'no link recorded'} (post #{err.post_id})")
+        except ProverbotError as err:
+            self.say(f"error: {err}")
+        except ValueError as err:  # shlex: an unclosed quote
+            self.say(f"error: cannot read that line: {err}")
+        except Exception as err:
+            log.debug("unexpected error", exc_info=True)
+            self.say(f"error: unexpected {type(err).__name__}: {err}")
+
+    def say(self, text: str, end: str = "\n") -> None:
+        print(text, end=end, file=self.stdout, flush=True)
+
+    # --- commands --------------------------------------------------------------------------------------------
+
+    async def proverb(self, args: list[str]) -> None:
+        options = parse_options(args, PROVERB_KEYS)
+        self.say("Sampling...")
+        result = await self.core.ask(self.ctx, on_queued=lambda n: self.say(f"Waiting in the queue: #{n}."),
+                                     **options)
+        self.show(result)
+
+    def show(self, result: AskResult) -> None:
+        for candidate in result.candidates:
+            self.say(f"{candidate.number}. [#{candidate.id}] {candidate.text}")
+        short = f" (only {len(result.candidates)} of {result.wanted} wanted)" if len(result.candidates) < result.wanted else ""
+        reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in result.filtered.items())
+        filtered = f"; filtered out {result.filtered_out}: {reasons}" if result.filtered_out else ""
+        self.say(f"[{len(result.candidates)} candidates{short} from {result.samples} samples in "
+                 f"{result.seconds:.1f}s{filtered}; generation #{result.generation_id}. Vote with /vote N.]")
+
+    async def vote(self, args: list[str], added: bool = True) -> None:
+        number, candidate_id = await self.candidate(args, required=True)
+        changed = await self.core.vote(self.ctx, candidate_id, added=added)
+        if added:
+            self.say(f"Voted for {number} [#{candidate_id}].")
+        else:
+            self.say(f"Removed your vote for {number} [#{candidate_id}]." if changed
+                     else f"You had no vote on {number} [#{candidate_id}].")
+
+    async def unvote(self, args: list[str]) -> None:
+        await self.vote(args, added=False)
+
+    async def votes(self, args: list[str]) -> None:
+        no_arguments(args, "/votes")
+        for number, row in enumerate(await self.core.votes(self.ctx), 1):
+            plural = "" if row.votes == 1 else "s"
+            self.say(f"{number}. [#{row.candidate_id}] {row.votes} vote{plural}: {row.text}")
+
+    async def post(self, args: list[str]) -> None:
+        _, candidate_id = await self.candidate(args, required=False)
+        posted = await self.core.post(self.ctx, candidate_id)
+        self.say(f"Posted [#{posted.candidate_id}] on {posted.platform}: {posted.url}\n  {posted.text}")
+
+    async def history(self, args: list[str]) -> None:
+        if len(args) > 1:
+            raise BadRequest("/history takes at most one number: how many posts to show.")
+        posts = await self.core.history(self.ctx, args[0] if args else 10)
+        if not posts:
+            self.say("Nothing posted yet.")
+        for post in posts:
+            when = f"{post.posted_at or post.updated_at:%Y-%m-%d %H:%M} UTC"
+            self.say(f"post #{post.id} {post.status} on {post.platform} {when}: {post.url or '-'}\n  {post.text}")
+
+    async def status(self, args: list[str]) -> None:
+        no_arguments(args, "/status")
+        status = await self.core.status()
+        model = status.model
+        self.say(f"Model: {model.run_name} (checkpoint {model.checkpoint_id}) on {model.device}; "
+                 f"queue: {status.queue_length} waiting; posts on {status.publisher} in the last 24 h: "
+                 f"{status.posts_last_24h}.")
+
+    async def help(self, args: list[str]) -> None:
+        self.say(HELP)
+
+    async def quit(self, args: list[str]) -> None:
+        raise Quit
+
+    async def candidate(self, args: list[str], required: bool) -> tuple[str, int | None]:
+        """(label, storage id) of the candidate an argument names: N in the latest batch, or #ID."""
+        if not args:
+            if required:
+                raise BadRequest("Which candidate? Give its number in the latest batch, e.g. /vote 1.")
+            return "", None
+        if len(args) > 1:
+            raise BadRequest("Give one candidate: its number in the latest batch, or #ID.")
+        text = args[0]
+        if text.startswith("#") and text[1:].isdigit():
+            return text, int(text[1:])
+        if not text.isdigit():
+            raise BadRequest(f"{text!r} is not a candidate number: give e.g. 1 (latest batch) or #12 (storage id).")
+        return text, await self.core.candidate_number(self.ctx, int(text))
+
+
+def parse_options(args: list[str], keys: tuple[str, ...]) -> dict[str, str]:
+    """key:value words (quotes already removed by shlex) into a dict; unknown or repeated keys are refused."""
+    options: dict[str, str] = {}
+    for word in args:
+        key, sep, value = word.partition(":")
+        key = key.lower()
+        if not sep or key not in keys:
+            raise BadRequest(f"Cannot read {word!r}: use key:value with a key among {', '.join(keys)} "
+                             '(e.g. prefix:"thou shalt").')
+        if key in options:
+            raise BadRequest(f"{key} is given twice.")
+        options[key] = value
+    return options
+
+
+def no_arguments(args: list[str], command: str) -> None:
+    if args:
+        raise BadRequest(f"{command} takes no arguments.")
