@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -271,10 +272,15 @@ def train_default_if_missing(settings) -> None:
     report_training(train(cfg))
 
 
-def cmd_run(args) -> None:
+def cmd_run(args) -> int:
     settings = load_settings()
     train_default_if_missing(settings)
-    asyncio.run(run_console(settings))
+    try:
+        asyncio.run(run_console(settings))
+    except asyncio.CancelledError:  # SIGTERM: run_console has closed the worker and the log
+        print("proverbot: stopped (SIGTERM)", file=sys.stderr)
+        return 143
+    return 0
 
 
 async def run_console(settings) -> None:
@@ -297,6 +303,7 @@ async def run_console(settings) -> None:
         loaded.append(open_sampler(settings, None, None, None))
         return loaded[0]
 
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     try:
         async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
             run = loaded[0].run

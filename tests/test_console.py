@@ -106,16 +106,17 @@ def test_proverbot_run_in_a_pipe(trained_run, tmp_path):
         assert log.execute("select action from audit_log").fetchall() == [("post",)]
 
 
-def test_ctrl_c_while_waiting_for_input_ends_at_once(trained_run, tmp_path):
-    """SIGINT while the console waits on stdin: the worker and the log close, exit status 130, no traceback."""
+@pytest.mark.parametrize("sig, status, message", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped (SIGTERM)")])
+def test_signal_while_waiting_for_input_ends_at_once(trained_run, tmp_path, sig, status, message):
+    """SIGINT or SIGTERM while the console waits on stdin: the worker and the log close, no traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "run"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env=run_env(trained_run, tmp_path / "console.db"))
     try:
         assert proc.stdout.readline().startswith("proverbot console:")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, errors = proc.communicate(timeout=20)
     finally:
         proc.kill()
-    assert proc.returncode == 130, errors
-    assert "proverbot: interrupted" in errors and "Traceback" not in errors
+    assert proc.returncode == status, errors
+    assert f"proverbot: {message}" in errors and "Traceback" not in errors
