@@ -1,6 +1,7 @@
 # proverbot in a container. CPU build of torch by default; for a CUDA build:
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t proverbot .
-# Run folders and the database live in /data (mount a volume there).
+# Run folders and the database live in /data (mount a volume there). Until the Discord front end lands the bot
+# runs in the terminal: docker run -it -v proverbot:/data proverbot
 FROM python:3.11-slim
 
 ARG TORCH_SPEC=torch==2.13.0
