@@ -288,6 +288,7 @@ async def run_console(settings) -> None:
     from chatbot.core import Core, Defaults, ModelInfo
     from chatbot.frontends.console import Console
     from chatbot.publishers.dryrun import DryRunPublisher
+    from chatbot.scheduler import Scheduler
     from model.worker import ModelWorker
     from storage import Database
 
@@ -309,7 +310,14 @@ async def run_console(settings) -> None:
             run = loaded[0].run
             model = ModelInfo(run.name, run.checkpoint_id, str(loaded[0].device))
             defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
-            await Console(Core(db, worker, DryRunPublisher(), model, defaults)).run()
+            core = Core(db, worker, DryRunPublisher(), model, defaults)
+            console = Console(core)
+            scheduler = asyncio.create_task(Scheduler(core, db, console.announce).run_forever())
+            try:
+                await console.run()
+            finally:
+                scheduler.cancel()
+                await asyncio.gather(scheduler, return_exceptions=True)
     finally:
         await db.close()
 

@@ -22,12 +22,14 @@ from datetime import UTC, datetime, timedelta
 from chatbot.publishers import Publisher, PublishError
 from model.errors import ProverbotError
 from model.sample import SampleRequest
-from storage import Database, GenerationInfo, PostInfo, TallyRow, winner
+from storage import Database, GenerationInfo, PostInfo, ScheduleError, ScheduleInfo, TallyRow, winner
+from storage.schedules import parse_time_of_day, zone
 
 MAX_PREFIX = 200
 TEMPERATURE = (0.1, 2.0)
 COUNT = (1, 10)
 LENGTH = (1, 200)
+WINDOW = (1, 24 * 60)        # voting window of a schedule, minutes
 
 
 class BadRequest(ProverbotError):
@@ -211,6 +213,42 @@ class Core:
     async def _audit(self, ctx: Context, post: PostInfo, detail: str) -> None:
         await self.db.record_audit("post", ctx.user_id, ctx.user_name, target=f"post #{post.id}",
                                    detail=f"{ctx.platform}/{ctx.channel_id} → {post.platform} {detail}")
+
+    async def winner_of(self, generation_id: int) -> int:
+        """The storage id of the top-voted usable candidate of that generation (ties: the earlier one; nobody
+        voted: the first usable). NothingToPost when it has no usable candidate."""
+        rows = [row for row in await self.db.tally(generation_id) if row.usable]
+        best = winner(rows)
+        if best is not None:
+            return best.candidate_id
+        if not rows:
+            raise NothingToPost(f"Generation #{generation_id} has no usable candidate to post.")
+        return min(rows, key=lambda row: row.position).candidate_id
+
+    # --- schedule --------------------------------------------------------------------------------------------
+
+    async def set_schedule(self, ctx: Context, time: str, timezone: str = "UTC", window_minutes=60,
+                           at: datetime | None = None) -> ScheduleInfo:
+        """Post daily in this channel at `time` (HH:MM in `timezone`): a batch is sampled, open to votes for
+        window_minutes, then the top-voted candidate is posted. Replaces the channel's schedule; audited."""
+        try:
+            time = parse_time_of_day(str(time)).strftime("%H:%M")
+            zone(str(timezone))
+        except ScheduleError as err:
+            raise BadRequest(str(err)) from None
+        window = int(in_range("window", window_minutes, *WINDOW, whole=True))
+        return await self.db.set_schedule(ctx.platform, ctx.channel_id, time_of_day=time, timezone=str(timezone),
+                                          window_minutes=window, server_id=ctx.server_id or "",
+                                          set_by_id=ctx.user_id, set_by_name=ctx.user_name, at=at)
+
+    async def schedule(self, ctx: Context) -> ScheduleInfo | None:
+        """This channel's schedule (enabled or not), or None."""
+        return await self.db.get_schedule(ctx.platform, ctx.channel_id, server_id=ctx.server_id or "")
+
+    async def schedule_off(self, ctx: Context) -> bool:
+        """Disable this channel's schedule; False when there was no enabled one. Audited."""
+        return await self.db.disable_schedule(ctx.platform, ctx.channel_id, server_id=ctx.server_id or "",
+                                              by_id=ctx.user_id, by_name=ctx.user_name)
 
     # --- history and status ----------------------------------------------------------------------------------
 

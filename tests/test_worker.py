@@ -237,16 +237,16 @@ async def test_close_fails_waiting_requests_finishes_running_one_and_is_idempote
     await asyncio.sleep(0)
     closing = asyncio.create_task(worker.close())
 
-    errors = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 1)
+    errors = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
     for error in errors:
         assert isinstance(error, SamplingError) and "shut down" in str(error)
     assert not closing.done()  # it waits for the running request
 
     gen.gate.set()
     assert await running == ("result", 1, 4)
-    await asyncio.wait_for(closing, 1)
+    await asyncio.wait_for(closing, 5)
     assert not load.threads[0].is_alive()
-    await asyncio.wait_for(worker.close(), 1)  # again: nothing left to do
+    await asyncio.wait_for(worker.close(), 5)  # again: nothing left to do
 
     with pytest.raises(SamplingError, match="not running"):
         await worker.sample(Req(4))

@@ -2,6 +2,7 @@
 
     /proverb prefix:"thou shalt" temperature:0.9 count:3 length:60
     /vote 1        /unvote 1        /votes        /post [N]        /history [n]        /status        /help        /quit
+    /schedule daily time:09:30 timezone:Europe/Paris window:10        /schedule show        /schedule off
 
 N is a candidate's number in the latest batch (as printed); #ID names a candidate by its storage id. Works with a
 pipe as well as a terminal (`printf '/proverb\\n/post\\n' | proverbot run`); EOF ends like /quit. Bad input
@@ -31,9 +32,12 @@ HELP = """Commands:
   /post [N]               publish the top-voted candidate (ties: the earlier one), or candidate N
   /history [n]            the n most recent posts
   /status                 model, queue and posts in the last 24 hours
+  /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10]   post the top-voted of a daily batch here
+  /schedule show, /schedule off
   /help, /quit"""
 
 PROVERB_KEYS = ("prefix", "temperature", "count", "length")
+SCHEDULE_KEYS = ("time", "timezone", "window")
 
 
 class Quit(Exception):
@@ -48,8 +52,8 @@ class Console:
         user = user or getpass.getuser()
         self.ctx = Context("console", channel_id="terminal", user_id=user, user_name=user)
         self.commands = {"/proverb": self.proverb, "/vote": self.vote, "/unvote": self.unvote, "/votes": self.votes,
-                         "/post": self.post, "/history": self.history, "/status": self.status, "/help": self.help,
-                         "/quit": self.quit, "/exit": self.quit}
+                         "/post": self.post, "/history": self.history, "/status": self.status,
+                         "/schedule": self.schedule, "/help": self.help, "/quit": self.quit, "/exit": self.quit}
 
     async def run(self) -> None:
         """Read and answer commands until /quit or end of input."""
@@ -169,6 +173,32 @@ class Console:
                  f"queue: {status.queue_length} waiting; posts on {status.publisher} in the last 24 h: "
                  f"{status.posts_last_24h}.")
 
+    async def schedule(self, args: list[str]) -> None:
+        action = args[0].lower() if args else ""
+        if action == "daily":
+            options = parse_options(args[1:], SCHEDULE_KEYS)
+            if "time" not in options:
+                raise BadRequest("/schedule daily needs time:HH:MM, e.g. /schedule daily time:09:30 timezone:UTC.")
+            kwargs = {"timezone": options["timezone"]} if "timezone" in options else {}
+            if "window" in options:
+                kwargs["window_minutes"] = options["window"]
+            self.say(describe_schedule(await self.core.set_schedule(self.ctx, options["time"], **kwargs)))
+        elif action == "show":
+            no_arguments(args[1:], "/schedule show")
+            schedule = await self.core.schedule(self.ctx)
+            self.say(describe_schedule(schedule) if schedule else "No schedule here.")
+        elif action == "off":
+            no_arguments(args[1:], "/schedule off")
+            self.say("Schedule off." if await self.core.schedule_off(self.ctx) else "There was no schedule on here.")
+        else:
+            raise BadRequest("Use /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10], /schedule show "
+                             "or /schedule off.")
+
+    async def announce(self, ctx: Context, text: str) -> None:
+        """The scheduler's callback: its messages for this console's channel are printed."""
+        if (ctx.platform, ctx.channel_id) == (self.ctx.platform, self.ctx.channel_id):
+            self.say(text)
+
     async def help(self, args: list[str]) -> None:
         self.say(HELP)
 
@@ -204,6 +234,13 @@ def parse_options(args: list[str], keys: tuple[str, ...]) -> dict[str, str]:
             raise BadRequest(f"{key} is given twice.")
         options[key] = value
     return options
+
+
+def describe_schedule(schedule) -> str:
+    if not schedule.enabled:
+        return f"Schedule off (was daily at {schedule.time_of_day} {schedule.timezone})."
+    return (f"Daily at {schedule.time_of_day} {schedule.timezone}, voting open {schedule.window_minutes} min; "
+            f"next run {schedule.next_run_at:%Y-%m-%d %H:%M} UTC.")
 
 
 def no_arguments(args: list[str], command: str) -> None:

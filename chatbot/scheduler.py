@@ -1,0 +1,107 @@
+"""Daily scheduled posts: at a channel's time, sample a batch there, let people vote for the window, post the winner.
+
+    scheduler = Scheduler(core, db, announce)      # announce(ctx, text): an async callback of the front end
+    task = asyncio.create_task(scheduler.run_forever())
+
+Each occurrence is claimed in storage by compare-and-set (claim_due_schedules), so several bot processes on one
+database run it once, and a bot that was down for days runs a missed schedule once. Every run is its own task:
+one channel's voting window never holds up another's. Failures are announced in the channel and logged; they never
+end the loop. The clock is injectable (now() and async sleep()) so tests never wait for real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from chatbot.core import AskResult, Context, Core
+from model.errors import ProverbotError
+from storage import AlreadyPosted, Database, ScheduleRun
+
+log = logging.getLogger(__name__)
+
+BOT_ID = "proverbot"
+BOT_NAME = "proverbot (schedule)"
+
+Announce = Callable[[Context, str], Awaitable[None]]
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class Scheduler:
+    def __init__(self, core: Core, db: Database, announce: Announce, clock=None) -> None:
+        self.core, self.db, self.announce = core, db, announce
+        self.clock = clock or SystemClock()
+        self.running: set[asyncio.Task] = set()
+
+    async def run_due(self) -> list[asyncio.Task]:
+        """Claim the schedules due now and start one task per run; returns the tasks (already running)."""
+        tasks = []
+        for run in await self.db.claim_due_schedules(self.clock.now()):
+            task = asyncio.create_task(self.run_one(run), name=f"schedule-{run.schedule.id}")
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+            tasks.append(task)
+        return tasks
+
+    async def run_forever(self, poll_seconds: float = 30) -> None:
+        """run_due every poll_seconds until cancelled; cancelling also cancels the runs in flight."""
+        try:
+            while True:
+                try:
+                    await self.run_due()
+                except Exception:
+                    log.exception("claiming due schedules failed; trying again in %ss", poll_seconds)
+                await self.clock.sleep(poll_seconds)
+        finally:
+            for task in list(self.running):
+                task.cancel()
+
+    async def run_one(self, run: ScheduleRun) -> None:
+        """One occurrence: ask, announce, wait the window, post the winner, announce it. Never raises (but
+        cancellation)."""
+        schedule = run.schedule
+        ctx = Context(schedule.platform, channel_id=schedule.channel_id, server_id=schedule.server_id or None,
+                      user_id=BOT_ID, user_name=BOT_NAME)
+        try:
+            asked = await self.core.ask(ctx)
+            if not asked.candidates:
+                await self.say(ctx, "Scheduled post: the model gave no usable candidate this time; nothing posted.")
+                return
+            await self.say(ctx, candidates_text(asked, schedule.window_minutes))
+            await self.clock.sleep(schedule.window_minutes * 60)
+            posted = await self.core.post(ctx, await self.core.winner_of(asked.generation_id))
+            await self.say(ctx, f"Scheduled post: posted [#{posted.candidate_id}] on {posted.platform}: "
+                                f"{posted.url}\n  {posted.text}")
+        except asyncio.CancelledError:
+            raise
+        except AlreadyPosted as err:
+            await self.say(ctx, f"Scheduled post failed: already posted: {err.url or 'no link recorded'} "
+                                f"(post #{err.post_id})")
+        except ProverbotError as err:
+            await self.say(ctx, f"Scheduled post failed: {err}")
+        except Exception as err:
+            log.exception("scheduled run of schedule %s failed", schedule.id)
+            await self.say(ctx, f"Scheduled post failed: unexpected {type(err).__name__}: {err}")
+
+    async def say(self, ctx: Context, text: str) -> None:
+        try:
+            await self.announce(ctx, text)
+        except Exception:
+            log.exception("announcing in %s/%s failed: %s", ctx.platform, ctx.channel_id, text)
+
+
+def candidates_text(asked: AskResult, window_minutes: int) -> str:
+    lines = ["Scheduled post: vote for the one to post."]
+    lines += [f"{c.number}. [#{c.id}] {c.text}" for c in asked.candidates]
+    lines.append(f"[generation #{asked.generation_id}; voting closes in {window_minutes} min. Vote with /vote N; "
+                 "nobody votes: 1 is posted.]")
+    return "\n".join(lines)

@@ -1,0 +1,267 @@
+"""Daily schedules: Core's schedule methods, the Scheduler under a fake clock (nothing sleeps for real), /schedule."""
+
+import asyncio
+import io
+import os
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from chatbot.core import BadRequest, Context, Core, Defaults, ModelInfo
+from chatbot.frontends.console import Console
+from chatbot.publishers.dryrun import DryRunPublisher
+from chatbot.scheduler import BOT_ID, Scheduler
+from model.worker import ModelWorker
+from storage import Database
+
+START = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)     # a Monday, 08:00 UTC
+ADA = Context("test", channel_id="c1", user_id="u1", user_name="ada")
+BOB = Context("test", channel_id="c1", user_id="u2", user_name="bob")
+CAT = Context("test", channel_id="c2", user_id="u3", user_name="cat")
+
+
+class FakeClock:
+    """now() is set by the test; sleep() waits until the test advances the clock past its end."""
+
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+        self.sleepers: list[tuple[datetime, asyncio.Future]] = []
+
+    def now(self) -> datetime:
+        return self.current
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.sleepers.append((self.current + timedelta(seconds=seconds), future))
+        await future
+
+    def advance(self, **delta) -> None:
+        self.current += timedelta(**delta)
+        for end, future in list(self.sleepers):
+            if end <= self.current:
+                self.sleepers.remove((end, future))
+                if not future.done():
+                    future.set_result(None)
+
+    async def sleeping(self, n: int, timeout: float = 60) -> None:
+        """Wait (really, polling every few ms) until n coroutines sleep on this clock."""
+        async with asyncio.timeout(timeout):
+            while len(self.sleepers) < n:
+                await asyncio.sleep(0.005)
+
+
+class Announcements:
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str]] = []
+
+    async def __call__(self, ctx: Context, text: str) -> None:
+        self.said.append((ctx.channel_id, text))
+
+    def texts(self, channel="c1") -> list[str]:
+        return [text for where, text in self.said if where == channel]
+
+
+async def open_db() -> Database:
+    database = Database(os.environ["PROVERBOT_DATABASE_URL"])
+    await database.start()
+    return database
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def db():
+    database = await open_db()
+    yield database
+    await database.close()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def worker(sampler):
+    async with ModelWorker(lambda: sampler) as running:
+        yield running
+
+
+def make_core(db, worker, sampler) -> Core:
+    model = ModelInfo(sampler.run.name, sampler.run.checkpoint_id, "cpu")
+    return Core(db, worker, DryRunPublisher(), model, Defaults(count=3, length=20, batch_size=8, temperature=1.0))
+
+
+@pytest.fixture
+def core(db, worker, sampler):
+    return make_core(db, worker, sampler)
+
+
+# --- Core ------------------------------------------------------------------------------------------------------
+
+async def test_set_show_and_turn_off_a_schedule(core, db):
+    schedule = await core.set_schedule(ADA, "09:30", "Europe/Paris", window_minutes=15, at=START)
+    assert (schedule.time_of_day, schedule.timezone, schedule.window_minutes) == ("09:30", "Europe/Paris", 15)
+    assert schedule.next_run_at == datetime(2030, 1, 7, 8, 30, tzinfo=UTC)    # 09:30 in Paris in winter
+    assert (await core.schedule(ADA)).id == schedule.id
+    assert await core.schedule(CAT) is None
+    assert await core.schedule_off(ADA) is True
+    assert await core.schedule_off(ADA) is False
+    assert not (await core.schedule(ADA)).enabled
+    actions = [entry.action for entry in await db.history("audit")]
+    assert "schedule.set" in actions and "schedule.disable" in actions
+
+
+@pytest.mark.parametrize("time, zone, window, message", [
+    ("9:30", "UTC", 10, "Time of day '9:30' is not HH:MM"),
+    ("24:00", "UTC", 10, "Time of day '24:00' is not HH:MM"),
+    ("noon", "UTC", 10, "Time of day 'noon' is not HH:MM"),
+    ("09:30", "Mars/Olympus", 10, "Time zone 'Mars/Olympus' is unknown"),
+    ("09:30", "UTC", 0, "window must be a whole number from 1 to 1440 (got 0)"),
+    ("09:30", "UTC", 1441, "window must be a whole number from 1 to 1440 (got 1441)"),
+    ("09:30", "UTC", "ten", "window must be a number from 1 to 1440"),
+])
+async def test_bad_schedules_are_refused(core, db, time, zone, window, message):
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        await core.set_schedule(ADA, time, zone, window_minutes=window)
+    assert await db.list_schedules() == []
+
+
+# --- Scheduler -------------------------------------------------------------------------------------------------
+
+async def test_a_due_schedule_samples_waits_for_votes_and_posts_the_winner(core, db):
+    clock, said = FakeClock(START), Announcements()
+    scheduler = Scheduler(core, db, said, clock)
+    await core.set_schedule(ADA, "09:00", "UTC", window_minutes=10, at=START)
+    assert await scheduler.run_due() == []                    # 08:00: not yet
+    clock.advance(hours=1)
+    tasks = await scheduler.run_due()
+    assert len(tasks) == 1
+    await clock.sleeping(1)                                   # the batch is out, the window open
+    generation = await db.latest_generation("test", "c1")
+    assert generation.user_id == BOT_ID
+    assert said.texts()[0].startswith("Scheduled post: vote")
+    usable = [c for c in generation.candidates if c.usable]
+    if len(usable) < 2:
+        pytest.skip("the tiny model gave fewer than two usable candidates")
+    await core.vote(BOB, usable[1].id)                        # a vote during the window decides
+    clock.advance(minutes=9)
+    await asyncio.sleep(0.01)
+    assert not tasks[0].done()                                # the window is still open
+    clock.advance(minutes=1)
+    await asyncio.gather(*tasks)
+    posts = await db.history("posts")
+    assert [(p.candidate_id, p.status) for p in posts] == [(usable[1].id, "posted")]
+    assert said.texts()[-1].startswith(f"Scheduled post: posted [#{usable[1].id}] on dryrun: https://")
+
+
+async def test_nobody_voted_posts_the_first_usable_candidate(core, db):
+    clock, said = FakeClock(START), Announcements()
+    scheduler = Scheduler(core, db, said, clock)
+    await core.set_schedule(ADA, "08:30", window_minutes=1, at=START)
+    clock.advance(minutes=30)
+    tasks = await scheduler.run_due()
+    await clock.sleeping(1)
+    generation = await db.latest_generation("test", "c1")
+    first = next(c for c in generation.candidates if c.usable)
+    await core.ask(BOB)                                       # a user's batch in the window does not change the pick
+    clock.advance(minutes=1)
+    await asyncio.gather(*tasks)
+    assert [p.candidate_id for p in await db.history("posts")] == [first.id]
+    assert f"posted [#{first.id}]" in said.texts()[-1]
+
+
+async def test_a_missed_run_runs_once_and_schedules_do_not_block_each_other(core, db):
+    clock, said = FakeClock(START), Announcements()
+    scheduler = Scheduler(core, db, said, clock)
+    await core.set_schedule(ADA, "09:00", window_minutes=60, at=START)
+    await core.set_schedule(CAT, "10:00", window_minutes=5, at=START)
+    clock.advance(days=3)                                     # the bot was down for three days
+    tasks = await scheduler.run_due()
+    assert len(tasks) == 2
+    assert await scheduler.run_due() == []                    # each missed schedule runs once
+    await clock.sleeping(2)
+    clock.advance(minutes=5)                                  # c2's window closes while c1's is open
+    await asyncio.wait_for(asyncio.shield(tasks[1]), 30)
+    assert not tasks[0].done()
+    assert "posted" in said.texts("c2")[-1]
+    clock.advance(minutes=55)
+    await asyncio.gather(*tasks)
+    assert "posted" in said.texts("c1")[-1]
+    # claimed on the 10th at 08:00: the next run is that day's 09:00
+    assert (await db.get_schedule("test", "c1")).next_run_at == datetime(2030, 1, 10, 9, 0, tzinfo=UTC)
+
+
+async def test_two_schedulers_on_one_database_run_a_schedule_once(core, db, worker, sampler):
+    other_db = await open_db()                                # a second process's connection to the same file
+    try:
+        clock, said = FakeClock(START), Announcements()
+        first = Scheduler(core, db, said, clock)
+        second = Scheduler(make_core(other_db, worker, sampler), other_db, said, clock)
+        await core.set_schedule(ADA, "09:00", window_minutes=1, at=START)
+        clock.advance(hours=1)
+        claimed = await asyncio.gather(first.run_due(), second.run_due(), first.run_due(), second.run_due())
+        tasks = [task for batch in claimed for task in batch]
+        assert len(tasks) == 1
+        await clock.sleeping(1)
+        clock.advance(minutes=1)
+        await asyncio.gather(*tasks)
+        assert len(await db.history("posts")) == 1
+        assert len(await db.history("generations")) == 1
+    finally:
+        await other_db.close()
+
+
+class BrokenCore:
+    async def ask(self, ctx, **options):
+        raise RuntimeError("model went away")
+
+
+async def test_failures_are_announced_and_the_loop_goes_on(db):
+    clock, said = FakeClock(START), Announcements()
+    scheduler = Scheduler(BrokenCore(), db, said, clock)
+    await db.set_schedule("test", "c1", time_of_day="09:00", window_minutes=1, at=START)
+    loop = asyncio.create_task(scheduler.run_forever(poll_seconds=30))
+    try:
+        await clock.sleeping(1)                               # polled once: nothing due
+        clock.advance(hours=1)
+        async with asyncio.timeout(30):
+            while not said.said:
+                await asyncio.sleep(0.005)
+        assert said.texts() == ["Scheduled post failed: unexpected RuntimeError: model went away"]
+        await clock.sleeping(1)
+        assert not loop.done()
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+
+
+# --- console ---------------------------------------------------------------------------------------------------
+
+async def test_schedule_in_the_console(sampler):
+    db = await open_db()
+    out = io.StringIO()
+    lines = ("/schedule show\n/schedule daily time:09:30 timezone:Europe/Paris window:10\n/schedule show\n"
+             "/schedule daily time:25:00\n/schedule daily timezone:UTC\n/schedule daily time:09:30 window:0\n"
+             "/schedule weekly\n/schedule off\n/schedule off\n/schedule show\n")
+    try:
+        async with ModelWorker(lambda: sampler) as worker:
+            core = make_core(db, worker, sampler)
+            await Console(core, io.StringIO(lines), out, user="ada").run()
+    finally:
+        await db.close()
+    said = out.getvalue().splitlines()[1:]
+    assert said[0] == "No schedule here."
+    assert re.fullmatch(r"Daily at 09:30 Europe/Paris, voting open 10 min; next run \d{4}-\d\d-\d\d \d\d:30 UTC\.",
+                        said[1])
+    assert said[2] == said[1]
+    assert said[3].startswith("error: Time of day '25:00' is not HH:MM")
+    assert said[4].startswith("error: /schedule daily needs time:HH:MM")
+    assert said[5] == "error: window must be a whole number from 1 to 1440 (got 0)."
+    assert said[6].startswith("error: Use /schedule daily time:HH:MM")
+    assert said[7:] == ["Schedule off.", "There was no schedule on here.",
+                        "Schedule off (was daily at 09:30 Europe/Paris)."]
+
+
+async def test_console_announce_prints_only_its_own_channel():
+    out = io.StringIO()
+    console = Console(core=None, stdin=io.StringIO(""), stdout=out, user="ada")
+    await console.announce(Context("console", channel_id="terminal"), "posted!")
+    await console.announce(Context("discord", channel_id="terminal"), "elsewhere")
+    assert out.getvalue() == "posted!\n"
