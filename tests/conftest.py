@@ -3,7 +3,10 @@
 import shutil
 from pathlib import Path
 
+import os
+
 import pytest
+import pytest_asyncio
 
 from model.train import make_config, train
 
@@ -47,3 +50,23 @@ def sampler(trained_run):
 def private_log(tmp_path, monkeypatch):
     """Each test logs to its own SQLite file, never to ./proverbot.db."""
     monkeypatch.setenv("PROVERBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def db():
+    """The test's private log, started (migrated) and closed."""
+    from storage import Database
+
+    database = Database(os.environ["PROVERBOT_DATABASE_URL"])
+    await database.start()
+    yield database
+    await database.close()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def worker(sampler):
+    """A real model worker serving the session's tiny model."""
+    from model.worker import ModelWorker
+
+    async with ModelWorker(lambda: sampler) as running:
+        yield running

@@ -1,10 +1,8 @@
 """The platform-free core against real parts: the session's tiny model in a real ModelWorker, a real SQLite log."""
 
-import os
 import re
 
 import pytest
-import pytest_asyncio
 
 from chatbot.core import (
     BadRequest,
@@ -17,8 +15,7 @@ from chatbot.core import (
 )
 from chatbot.publishers import PublishError
 from chatbot.publishers.dryrun import DryRunPublisher
-from model.worker import ModelWorker
-from storage import AlreadyPosted, Database
+from storage import AlreadyPosted
 
 ADA = Context("test", channel_id="c1", user_id="u1", user_name="ada")
 BOB = Context("test", channel_id="c1", user_id="u2", user_name="bob")
@@ -36,23 +33,12 @@ class FailingPublisher:
         return await DryRunPublisher().publish(text)
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def db():
-    database = Database(os.environ["PROVERBOT_DATABASE_URL"])
-    await database.start()
-    yield database
-    await database.close()
+TEST_DEFAULTS = Defaults(length=20, batch_size=8)
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def worker(sampler):
-    async with ModelWorker(lambda: sampler) as running:
-        yield running
-
-
-def make_core(db, worker, sampler, publisher=None):
+def make_core(db, worker, sampler, publisher=None, defaults=TEST_DEFAULTS):
     model = ModelInfo(sampler.run.name, sampler.run.checkpoint_id, str(sampler.device))
-    return Core(db, worker, publisher or DryRunPublisher(), model, Defaults(length=20, batch_size=8))
+    return Core(db, worker, publisher or DryRunPublisher(), model, defaults)
 
 
 @pytest.fixture

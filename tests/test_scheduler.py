@@ -7,14 +7,14 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import pytest_asyncio
 
-from chatbot.core import BadRequest, Context, Core, Defaults, ModelInfo
+from chatbot.core import BadRequest, Context, Core, Defaults
 from chatbot.frontends.console import Console
-from chatbot.publishers.dryrun import DryRunPublisher
 from chatbot.scheduler import BOT_ID, Scheduler
 from model.worker import ModelWorker
 from storage import Database
+
+from tests.test_core import make_core as core_for_tests
 
 START = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)     # a Monday, 08:00 UTC
 ADA = Context("test", channel_id="c1", user_id="u1", user_name="ada")
@@ -69,22 +69,8 @@ async def open_db() -> Database:
     return database
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def db():
-    database = await open_db()
-    yield database
-    await database.close()
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def worker(sampler):
-    async with ModelWorker(lambda: sampler) as running:
-        yield running
-
-
 def make_core(db, worker, sampler) -> Core:
-    model = ModelInfo(sampler.run.name, sampler.run.checkpoint_id, "cpu")
-    return Core(db, worker, DryRunPublisher(), model, Defaults(count=3, length=20, batch_size=8, temperature=1.0))
+    return core_for_tests(db, worker, sampler, defaults=Defaults(count=3, length=20, batch_size=8, temperature=1.0))
 
 
 @pytest.fixture
