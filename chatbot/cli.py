@@ -312,7 +312,7 @@ async def run_console(settings) -> None:
             defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
             core = Core(db, worker, DryRunPublisher(), model, defaults)
             console = Console(core)
-            scheduler = asyncio.create_task(Scheduler(core, db, console.announce).run_forever())
+            scheduler = asyncio.create_task(Scheduler(core, db, [console]).run_forever())
             try:
                 await console.run()
             finally:

@@ -1,6 +1,6 @@
 """Daily scheduled posts: at a channel's time, sample a batch there, let people vote for the window, post the winner.
 
-    scheduler = Scheduler(core, db, announce)      # announce(ctx, text): an async callback of the front end
+    scheduler = Scheduler(core, db, [console, discord_bot])    # the front ends serving their platforms' channels
     task = asyncio.create_task(scheduler.run_forever())
 
 Each occurrence is claimed in storage by compare-and-set (claim_due_schedules), so several bot processes on one
@@ -13,19 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Protocol
 
+from chatbot import replies
 from chatbot.core import AskResult, Context, Core
 from model.errors import ProverbotError
-from storage import AlreadyPosted, Database, ScheduleRun
+from storage import Database, ScheduleRun
 
 log = logging.getLogger(__name__)
 
 BOT_ID = "proverbot"
 BOT_NAME = "proverbot (schedule)"
 
-Announce = Callable[[Context, str], Awaitable[None]]
+
+
+class Frontend(Protocol):
+    """What the scheduler needs of a front end: to speak in one of its channels."""
+
+    platform: str       # the schedules it serves: those set on this platform
+
+    def quote(self, text: str) -> str:
+        """Generated text made safe to show on this platform."""
+
+    async def announce(self, ctx: Context, text: str) -> None: ...
+
+    async def present(self, ctx: Context, result: AskResult, note: str) -> None:
+        """Show a batch of candidates, open to votes, followed by `note`."""
 
 
 class SystemClock:
@@ -37,15 +52,16 @@ class SystemClock:
 
 
 class Scheduler:
-    def __init__(self, core: Core, db: Database, announce: Announce, clock=None) -> None:
-        self.core, self.db, self.announce = core, db, announce
+    def __init__(self, core: Core, db: Database, frontends: Iterable[Frontend], clock=None) -> None:
+        self.core, self.db = core, db
+        self.frontends = {frontend.platform: frontend for frontend in frontends}
         self.clock = clock or SystemClock()
         self.running: set[asyncio.Task] = set()
 
     async def run_due(self) -> list[asyncio.Task]:
         """Claim the schedules due now and start one task per run; returns the tasks (already running)."""
         tasks = []
-        for run in await self.db.claim_due_schedules(self.clock.now()):
+        for run in await self.db.claim_due_schedules(self.clock.now(), platforms=list(self.frontends)):
             task = asyncio.create_task(self.run_one(run), name=f"schedule-{run.schedule.id}")
             self.running.add(task)
             task.add_done_callback(self.running.discard)
@@ -76,32 +92,23 @@ class Scheduler:
             if not asked.candidates:
                 await self.say(ctx, "Scheduled post: the model gave no usable candidate this time; nothing posted.")
                 return
-            await self.say(ctx, candidates_text(asked, schedule.window_minutes))
-            await self.clock.sleep(schedule.window_minutes * 60)
+            window = schedule.window_minutes
+            await self.frontends[ctx.platform].present(
+                ctx, asked, f"Scheduled post: voting closes in {window} min; nobody votes: 1 is posted.")
+            await self.clock.sleep(window * 60)
             posted = await self.core.post(ctx, await self.core.winner_of(asked.generation_id))
-            await self.say(ctx, f"Scheduled post: posted [#{posted.candidate_id}] on {posted.platform}: "
-                                f"{posted.url}\n  {posted.text}")
+            await self.say(ctx, f"Scheduled post: {replies.posted(posted, self.frontends[ctx.platform].quote)}")
         except asyncio.CancelledError:
             raise
-        except AlreadyPosted as err:
-            await self.say(ctx, f"Scheduled post failed: already posted: {err.url or 'no link recorded'} "
-                                f"(post #{err.post_id})")
         except ProverbotError as err:
-            await self.say(ctx, f"Scheduled post failed: {err}")
+            await self.say(ctx, f"Scheduled post failed: {replies.error(err)}")
         except Exception as err:
             log.exception("scheduled run of schedule %s failed", schedule.id)
             await self.say(ctx, f"Scheduled post failed: unexpected {type(err).__name__}: {err}")
 
     async def say(self, ctx: Context, text: str) -> None:
         try:
-            await self.announce(ctx, text)
+            await self.frontends[ctx.platform].announce(ctx, text)
         except Exception:
             log.exception("announcing in %s/%s failed: %s", ctx.platform, ctx.channel_id, text)
 
-
-def candidates_text(asked: AskResult, window_minutes: int) -> str:
-    lines = ["Scheduled post: vote for the one to post."]
-    lines += [f"{c.number}. [#{c.id}] {c.text}" for c in asked.candidates]
-    lines.append(f"[generation #{asked.generation_id}; voting closes in {window_minutes} min. Vote with /vote N; "
-                 "nobody votes: 1 is posted.]")
-    return "\n".join(lines)

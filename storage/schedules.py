@@ -6,7 +6,7 @@ await db.set_schedule(platform, channel_id, time_of_day="HH:MM", timezone="Europ
 await db.get_schedule(platform, channel_id, server_id="") -> ScheduleInfo | None
 await db.list_schedules(enabled_only=False) -> list[ScheduleInfo]
 await db.disable_schedule(platform, channel_id, server_id="", by_id=None, by_name=None, at=None) -> bool
-await db.claim_due_schedules(now=None) -> list[ScheduleRun]
+await db.claim_due_schedules(now=None, platforms=None) -> list[ScheduleRun]   (platforms: only those served here)
         every enabled schedule whose next_run_at has come, moved on by compare-and-set on next_run_at (two processes
         never both claim one occurrence). The next run is the first occurrence after `now`, so a bot that was down
         for days runs a missed schedule once, not once per missed day.
@@ -14,6 +14,7 @@ next_run_after(time_of_day, timezone, after) -> datetime   the first HH:MM in th
 """
 
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -117,11 +118,14 @@ class SchedulesAPI(DatabaseCore):
                             "", at)
             return result.rowcount == 1
 
-    async def claim_due_schedules(self, now: datetime | None = None) -> list[ScheduleRun]:
+    async def claim_due_schedules(self, now: datetime | None = None,
+                                  platforms: Iterable[str] | None = None) -> list[ScheduleRun]:
         now = aware(now)
+        query = select(Schedule).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
+        if platforms is not None:
+            query = query.where(Schedule.platform.in_(list(platforms)))
         async with self._read() as session:
-            due = [record(ScheduleInfo, row) for row in await session.scalars(
-                select(Schedule).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now).order_by(Schedule.id))]
+            due = [record(ScheduleInfo, row) for row in await session.scalars(query.order_by(Schedule.id))]
         claimed = []
         for schedule in due:
             following = next_run_after(schedule.time_of_day, schedule.timezone, now)

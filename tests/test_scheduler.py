@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chatbot.core import BadRequest, Context, Core, Defaults
+from chatbot.core import AskResult, BadRequest, Context, Core, Defaults
 from chatbot.frontends.console import Console
 from chatbot.scheduler import BOT_ID, Scheduler
 from model.worker import ModelWorker
@@ -53,11 +53,23 @@ class FakeClock:
 
 
 class Announcements:
+    """A front end of platform "test" that keeps what the scheduler says (chatbot.scheduler.Frontend)."""
+
+    platform = "test"
+
     def __init__(self) -> None:
         self.said: list[tuple[str, str]] = []
+        self.batches: list[tuple[str, AskResult]] = []
 
-    async def __call__(self, ctx: Context, text: str) -> None:
+    def quote(self, text: str) -> str:
+        return text
+
+    async def announce(self, ctx: Context, text: str) -> None:
         self.said.append((ctx.channel_id, text))
+
+    async def present(self, ctx: Context, result: AskResult, note: str) -> None:
+        self.batches.append((ctx.channel_id, result))
+        self.said.append((ctx.channel_id, note))
 
     def texts(self, channel="c1") -> list[str]:
         return [text for where, text in self.said if where == channel]
@@ -112,7 +124,7 @@ async def test_bad_schedules_are_refused(core, db, time, zone, window, message):
 
 async def test_a_due_schedule_samples_waits_for_votes_and_posts_the_winner(core, db):
     clock, said = FakeClock(START), Announcements()
-    scheduler = Scheduler(core, db, said, clock)
+    scheduler = Scheduler(core, db, [said], clock)
     await core.set_schedule(ADA, "09:00", "UTC", window_minutes=10, at=START)
     assert await scheduler.run_due() == []                    # 08:00: not yet
     clock.advance(hours=1)
@@ -121,7 +133,8 @@ async def test_a_due_schedule_samples_waits_for_votes_and_posts_the_winner(core,
     await clock.sleeping(1)                                   # the batch is out, the window open
     generation = await db.latest_generation("test", "c1")
     assert generation.user_id == BOT_ID
-    assert said.texts()[0].startswith("Scheduled post: vote")
+    assert said.texts() == ["Scheduled post: voting closes in 10 min; nobody votes: 1 is posted."]
+    assert said.batches[0][1].generation_id == generation.id
     usable = [c for c in generation.candidates if c.usable]
     if len(usable) < 2:
         pytest.skip("the tiny model gave fewer than two usable candidates")
@@ -133,12 +146,12 @@ async def test_a_due_schedule_samples_waits_for_votes_and_posts_the_winner(core,
     await asyncio.gather(*tasks)
     posts = await db.history("posts")
     assert [(p.candidate_id, p.status) for p in posts] == [(usable[1].id, "posted")]
-    assert said.texts()[-1].startswith(f"Scheduled post: posted [#{usable[1].id}] on dryrun: https://")
+    assert said.texts()[-1].startswith(f"Scheduled post: Posted [#{usable[1].id}] on dryrun: https://")
 
 
 async def test_nobody_voted_posts_the_first_usable_candidate(core, db):
     clock, said = FakeClock(START), Announcements()
-    scheduler = Scheduler(core, db, said, clock)
+    scheduler = Scheduler(core, db, [said], clock)
     await core.set_schedule(ADA, "08:30", window_minutes=1, at=START)
     clock.advance(minutes=30)
     tasks = await scheduler.run_due()
@@ -149,12 +162,12 @@ async def test_nobody_voted_posts_the_first_usable_candidate(core, db):
     clock.advance(minutes=1)
     await asyncio.gather(*tasks)
     assert [p.candidate_id for p in await db.history("posts")] == [first.id]
-    assert f"posted [#{first.id}]" in said.texts()[-1]
+    assert f"Posted [#{first.id}]" in said.texts()[-1]
 
 
 async def test_a_missed_run_runs_once_and_schedules_do_not_block_each_other(core, db):
     clock, said = FakeClock(START), Announcements()
-    scheduler = Scheduler(core, db, said, clock)
+    scheduler = Scheduler(core, db, [said], clock)
     await core.set_schedule(ADA, "09:00", window_minutes=60, at=START)
     await core.set_schedule(CAT, "10:00", window_minutes=5, at=START)
     clock.advance(days=3)                                     # the bot was down for three days
@@ -165,10 +178,10 @@ async def test_a_missed_run_runs_once_and_schedules_do_not_block_each_other(core
     clock.advance(minutes=5)                                  # c2's window closes while c1's is open
     await asyncio.wait_for(asyncio.shield(tasks[1]), 30)
     assert not tasks[0].done()
-    assert "posted" in said.texts("c2")[-1]
+    assert "Posted" in said.texts("c2")[-1]
     clock.advance(minutes=55)
     await asyncio.gather(*tasks)
-    assert "posted" in said.texts("c1")[-1]
+    assert "Posted" in said.texts("c1")[-1]
     # claimed on the 10th at 08:00: the next run is that day's 09:00
     assert (await db.get_schedule("test", "c1")).next_run_at == datetime(2030, 1, 10, 9, 0, tzinfo=UTC)
 
@@ -177,8 +190,8 @@ async def test_two_schedulers_on_one_database_run_a_schedule_once(core, db, work
     other_db = await open_db()                                # a second process's connection to the same file
     try:
         clock, said = FakeClock(START), Announcements()
-        first = Scheduler(core, db, said, clock)
-        second = Scheduler(make_core(other_db, worker, sampler), other_db, said, clock)
+        first = Scheduler(core, db, [said], clock)
+        second = Scheduler(make_core(other_db, worker, sampler), other_db, [said], clock)
         await core.set_schedule(ADA, "09:00", window_minutes=1, at=START)
         clock.advance(hours=1)
         claimed = await asyncio.gather(first.run_due(), second.run_due(), first.run_due(), second.run_due())
@@ -200,7 +213,7 @@ class BrokenCore:
 
 async def test_failures_are_announced_and_the_loop_goes_on(db):
     clock, said = FakeClock(START), Announcements()
-    scheduler = Scheduler(BrokenCore(), db, said, clock)
+    scheduler = Scheduler(BrokenCore(), db, [said], clock)
     await db.set_schedule("test", "c1", time_of_day="09:00", window_minutes=1, at=START)
     loop = asyncio.create_task(scheduler.run_forever(poll_seconds=30))
     try:
@@ -245,9 +258,17 @@ async def test_schedule_in_the_console(sampler):
                         "Schedule off (was daily at 09:30 Europe/Paris)."]
 
 
+async def test_schedules_of_platforms_not_served_here_are_left_alone(core, db):
+    clock, said = FakeClock(START), Announcements()
+    await db.set_schedule("slack", "c9", time_of_day="09:00", window_minutes=1, at=START)
+    clock.advance(hours=1)
+    assert await Scheduler(core, db, [said], clock).run_due() == []
+    assert (await db.get_schedule("slack", "c9")).last_run_at is None      # still due for the process serving Slack
+
+
 async def test_console_announce_prints_only_its_own_channel():
     out = io.StringIO()
     console = Console(core=None, stdin=io.StringIO(""), stdout=out, user="ada")
     await console.announce(Context("console", channel_id="terminal"), "posted!")
-    await console.announce(Context("discord", channel_id="terminal"), "elsewhere")
+    await console.announce(Context("console", channel_id="elsewhere"), "not here")
     assert out.getvalue() == "posted!\n"

@@ -19,9 +19,9 @@ import sys
 import threading
 from typing import TextIO
 
+from chatbot import replies
 from chatbot.core import AskResult, BadRequest, Context, Core
 from model.errors import ProverbotError
-from storage import AlreadyPosted
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,14 @@ class Quit(Exception):
 
 
 class Console:
+    platform = "console"
+
     def __init__(self, core: Core, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
                  user: str | None = None) -> None:
         self.core = core
         self.stdin, self.stdout = stdin, stdout
         user = user or getpass.getuser()
-        self.ctx = Context("console", channel_id="terminal", user_id=user, user_name=user)
+        self.ctx = Context(self.platform, channel_id="terminal", user_id=user, user_name=user)
         self.commands = {"/proverb": self.proverb, "/vote": self.vote, "/unvote": self.unvote, "/votes": self.votes,
                          "/post": self.post, "/history": self.history, "/status": self.status,
                          "/schedule": self.schedule, "/help": self.help, "/quit": self.quit, "/exit": self.quit}
@@ -101,10 +103,8 @@ class Console:
             await command(words[1:])
         except Quit:
             raise
-        except AlreadyPosted as err:
-            self.say(f"error: already posted: {err.url or 'no link recorded'} (post #{err.post_id})")
         except ProverbotError as err:
-            self.say(f"error: {err}")
+            self.say(f"error: {replies.error(err)}")
         except ValueError as err:  # shlex: an unclosed quote
             self.say(f"error: cannot read that line: {err}")
         except Exception as err:
@@ -123,14 +123,12 @@ class Console:
                                      **options)
         self.show(result)
 
-    def show(self, result: AskResult) -> None:
+    def show(self, result: AskResult, note: str = "") -> None:
         for candidate in result.candidates:
-            self.say(f"{candidate.number}. [#{candidate.id}] {candidate.text}")
-        short = f" (only {len(result.candidates)} of {result.wanted} wanted)" if len(result.candidates) < result.wanted else ""
-        reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in result.filtered.items())
-        filtered = f"; filtered out {result.filtered_out}: {reasons}" if result.filtered_out else ""
-        self.say(f"[{len(result.candidates)} candidates{short} from {result.samples} samples in "
-                 f"{result.seconds:.1f}s{filtered}; generation #{result.generation_id}. Vote with /vote N.]")
+            self.say(replies.candidate(candidate))
+        self.say(replies.asked(result, "Vote with /vote N."))
+        if note:
+            self.say(note)
 
     async def vote(self, args: list[str], added: bool = True) -> None:
         number, candidate_id = await self.candidate(args, required=True)
@@ -146,32 +144,20 @@ class Console:
 
     async def votes(self, args: list[str]) -> None:
         no_arguments(args, "/votes")
-        for number, row in enumerate(await self.core.votes(self.ctx), 1):
-            plural = "" if row.votes == 1 else "s"
-            self.say(f"{number}. [#{row.candidate_id}] {row.votes} vote{plural}: {row.text}")
+        self.say("\n".join(replies.tally(await self.core.votes(self.ctx))))
 
     async def post(self, args: list[str]) -> None:
         _, candidate_id = await self.candidate(args, required=False)
-        posted = await self.core.post(self.ctx, candidate_id)
-        self.say(f"Posted [#{posted.candidate_id}] on {posted.platform}: {posted.url}\n  {posted.text}")
+        self.say(replies.posted(await self.core.post(self.ctx, candidate_id)))
 
     async def history(self, args: list[str]) -> None:
         if len(args) > 1:
             raise BadRequest("/history takes at most one number: how many posts to show.")
-        posts = await self.core.history(self.ctx, args[0] if args else 10)
-        if not posts:
-            self.say("Nothing posted yet.")
-        for post in posts:
-            when = f"{post.posted_at or post.updated_at:%Y-%m-%d %H:%M} UTC"
-            self.say(f"post #{post.id} {post.status} on {post.platform} {when}: {post.url or '-'}\n  {post.text}")
+        self.say("\n".join(replies.history(await self.core.history(self.ctx, args[0] if args else 10))))
 
     async def status(self, args: list[str]) -> None:
         no_arguments(args, "/status")
-        status = await self.core.status()
-        model = status.model
-        self.say(f"Model: {model.run_name} (checkpoint {model.checkpoint_id}) on {model.device}; "
-                 f"queue: {status.queue_length} waiting; posts on {status.publisher} in the last 24 h: "
-                 f"{status.posts_last_24h}.")
+        self.say(replies.status(await self.core.status()))
 
     async def schedule(self, args: list[str]) -> None:
         action = args[0].lower() if args else ""
@@ -182,11 +168,10 @@ class Console:
             kwargs = {"timezone": options["timezone"]} if "timezone" in options else {}
             if "window" in options:
                 kwargs["window_minutes"] = options["window"]
-            self.say(describe_schedule(await self.core.set_schedule(self.ctx, options["time"], **kwargs)))
+            self.say(replies.schedule(await self.core.set_schedule(self.ctx, options["time"], **kwargs)))
         elif action == "show":
             no_arguments(args[1:], "/schedule show")
-            schedule = await self.core.schedule(self.ctx)
-            self.say(describe_schedule(schedule) if schedule else "No schedule here.")
+            self.say(replies.schedule(await self.core.schedule(self.ctx)))
         elif action == "off":
             no_arguments(args[1:], "/schedule off")
             self.say("Schedule off." if await self.core.schedule_off(self.ctx) else "There was no schedule on here.")
@@ -194,10 +179,18 @@ class Console:
             raise BadRequest("Use /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10], /schedule show "
                              "or /schedule off.")
 
+    # --- what the scheduler calls (chatbot.scheduler.Frontend) -------------------------------------------------
+
+    def quote(self, text: str) -> str:
+        return text
+
     async def announce(self, ctx: Context, text: str) -> None:
-        """The scheduler's callback: its messages for this console's channel are printed."""
-        if (ctx.platform, ctx.channel_id) == (self.ctx.platform, self.ctx.channel_id):
+        if ctx.channel_id == self.ctx.channel_id:
             self.say(text)
+
+    async def present(self, ctx: Context, result: AskResult, note: str) -> None:
+        if ctx.channel_id == self.ctx.channel_id:
+            self.show(result, note)
 
     async def help(self, args: list[str]) -> None:
         self.say(HELP)
@@ -234,13 +227,6 @@ def parse_options(args: list[str], keys: tuple[str, ...]) -> dict[str, str]:
             raise BadRequest(f"{key} is given twice.")
         options[key] = value
     return options
-
-
-def describe_schedule(schedule) -> str:
-    if not schedule.enabled:
-        return f"Schedule off (was daily at {schedule.time_of_day} {schedule.timezone})."
-    return (f"Daily at {schedule.time_of_day} {schedule.timezone}, voting open {schedule.window_minutes} min; "
-            f"next run {schedule.next_run_at:%Y-%m-%d %H:%M} UTC.")
 
 
 def no_arguments(args: list[str], command: str) -> None:

@@ -1,0 +1,76 @@
+"""What the bot says, in words shared by every front end (console, Discord, Slack) and the scheduler.
+
+Each function turns one of the core's results into plain text. Generated and user-given text goes through
+`quote`, the front end's escaper (Discord neutralises markdown and mentions, Slack its mrkdwn), so no text from
+the model or a user is ever shown unescaped; the console passes nothing and shows it as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from chatbot.core import AskResult, Posted, ShownCandidate, Status
+from model.errors import ProverbotError
+from storage import AlreadyPosted, PostInfo, ScheduleInfo, TallyRow
+
+Quote = Callable[[str], str]
+
+
+def plain(text: str) -> str:
+    return text
+
+
+def candidate(c: ShownCandidate, quote: Quote = plain) -> str:
+    return f"{c.number}. [#{c.id}] {quote(c.text)}"
+
+
+def asked(result: AskResult, how_to_vote: str) -> str:
+    """The line after a batch: how many, from how many samples, what was filtered out and why."""
+    shown = len(result.candidates)
+    short = f" (only {shown} of {result.wanted} wanted)" if shown < result.wanted else ""
+    reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in result.filtered.items())
+    filtered = f"; filtered out {result.filtered_out}: {reasons}" if result.filtered_out else ""
+    return (f"[{shown} candidates{short} from {result.samples} samples in {result.seconds:.1f}s{filtered}; "
+            f"generation #{result.generation_id}. {how_to_vote}]")
+
+
+def tally(rows: Iterable[TallyRow], quote: Quote = plain) -> list[str]:
+    lines = []
+    for number, row in enumerate(rows, 1):
+        plural = "" if row.votes == 1 else "s"
+        lines.append(f"{number}. [#{row.candidate_id}] {row.votes} vote{plural}: {quote(row.text)}")
+    return lines or ["No candidates in the latest batch."]
+
+
+def posted(p: Posted, quote: Quote = plain) -> str:
+    return f"Posted [#{p.candidate_id}] on {p.platform}: {p.url}\n  {quote(p.text)}"
+
+
+def history(posts: Iterable[PostInfo], quote: Quote = plain) -> list[str]:
+    lines = []
+    for post in posts:
+        when = f"{post.posted_at or post.updated_at:%Y-%m-%d %H:%M} UTC"
+        lines.append(f"post #{post.id} {post.status} on {post.platform} {when}: {post.url or '-'}\n  {quote(post.text)}")
+    return lines or ["Nothing posted yet."]
+
+
+def status(s: Status) -> str:
+    model = s.model
+    return (f"Model: {model.run_name} (checkpoint {model.checkpoint_id}) on {model.device}; queue: {s.queue_length} "
+            f"waiting; posts on {s.publisher} in the last 24 h: {s.posts_last_24h}.")
+
+
+def schedule(s: ScheduleInfo | None) -> str:
+    if s is None:
+        return "No schedule here."
+    if not s.enabled:
+        return f"Schedule off (was daily at {s.time_of_day} {s.timezone})."
+    return (f"Daily at {s.time_of_day} {s.timezone}, voting open {s.window_minutes} min; "
+            f"next run {s.next_run_at:%Y-%m-%d %H:%M} UTC.")
+
+
+def error(err: ProverbotError) -> str:
+    """The message for an error a person can act on."""
+    if isinstance(err, AlreadyPosted):
+        return f"already posted: {err.url or 'no link recorded'} (post #{err.post_id})"
+    return str(err)
