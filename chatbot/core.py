@@ -126,7 +126,7 @@ class Core:
     async def ask(self, ctx: Context, prefix: str = "", temperature: float | None = None, count: int | None = None,
                   length: int | None = None, on_queued=None) -> AskResult:
         """Sample candidates in the model worker; the generation is logged pending before, settled after."""
-        request = self._request(prefix, temperature, count, length)
+        request = self.request(prefix, temperature, count, length)
         generation_id = await self.db.record_generation(
             ctx.platform, channel_id=ctx.channel_id, server_id=ctx.server_id, user_id=ctx.user_id,
             user_name=ctx.user_name, prefix=request.prefix, temperature=request.temperature, top_k=request.top_k,
@@ -146,7 +146,9 @@ class Core:
         return AskResult(generation_id, shown(generation), request.count, batch.samples, batch.seconds,
                          batch.rejected_summary())
 
-    def _request(self, prefix, temperature, count, length) -> SampleRequest:
+    def request(self, prefix="", temperature=None, count=None, length=None) -> SampleRequest:
+        """The sampling request for these parameters (None: the default), or BadRequest saying which one is wrong.
+        Front ends call it before acknowledging, to refuse bad input privately and at once."""
         d = self.defaults
         check_prefix(prefix)
         temperature = d.temperature if temperature is None else in_range("temperature", temperature, *TEMPERATURE)
@@ -157,7 +159,24 @@ class Core:
         request.check()
         return request
 
+    async def shown_in(self, candidate_id: int, message_id: str) -> None:
+        """Remember the chat message that shows a candidate: reactions on it are votes, even after a restart."""
+        await self.db.set_candidate_message(candidate_id, message_id)
+
     # --- votes -----------------------------------------------------------------------------------------------
+
+    async def react(self, ctx: Context, message_id: str, emoji: str, added: bool = True) -> int | None:
+        """A reaction added to (or removed from) a message: a vote for the candidate it shows, if it shows one.
+        Returns that candidate's storage id, or None when the message shows no candidate."""
+        candidate = await self.db.candidate_by_message(ctx.platform, message_id)
+        if candidate is None:
+            return None
+        await self.vote(ctx, candidate.id, emoji, added)
+        return candidate.id
+
+    async def clear_reactions(self, ctx: Context, message_id: str, emoji: str | None = None) -> int:
+        """Every reaction (or every `emoji` reaction) removed from a message at once: those votes are withdrawn."""
+        return await self.db.clear_votes(ctx.platform, message_id, emoji=emoji)
 
     async def vote(self, ctx: Context, candidate_id: int, emoji: str = "👍", added: bool = True) -> bool:
         """Record (or, with added=False, withdraw) ctx's vote; False when there was no vote to withdraw."""

@@ -4,8 +4,8 @@ await db.record_vote(candidate_id, user_id, emoji, user_name=None, at=None) -> V
         one vote per (candidate, user, emoji): recording it again changes nothing; a removed one is revived
 await db.remove_vote(candidate_id, user_id, emoji, at=None) -> bool
         marks it removed (removed_at), never deletes it; False when there was no active vote
-await db.clear_votes(platform, message_id, at=None) -> int
-        every active vote on the candidate shown by that message marked removed (Discord's reaction-clear)
+await db.clear_votes(platform, message_id, emoji=None, at=None) -> int
+        every active vote (of that emoji) on the candidate shown by that message marked removed (a reaction clear)
 await db.votes_for(candidate_id, include_removed=False) -> list[VoteInfo]
 await db.tally(generation_id, emoji=None) -> list[TallyRow]
         per candidate in batch order: active votes (of one emoji if given) and distinct voters
@@ -93,12 +93,15 @@ class VotesAPI(DatabaseCore):
                 .values(removed_at=aware(at)))
             return result.rowcount == 1
 
-    async def clear_votes(self, platform: str, message_id: str, *, at: datetime | None = None) -> int:
+    async def clear_votes(self, platform: str, message_id: str, *, emoji: str | None = None,
+                          at: datetime | None = None) -> int:
         shown_by = (select(Candidate.id).join(Generation, Generation.id == Candidate.generation_id)
                     .where(Generation.platform == platform, Candidate.message_id == str(message_id)))
+        active = and_(Vote.candidate_id.in_(shown_by), Vote.removed_at.is_(None))
+        if emoji is not None:
+            active = and_(active, Vote.emoji == emoji)
         async with self._write() as session:
-            result = await session.execute(update(Vote).where(Vote.candidate_id.in_(shown_by), Vote.removed_at.is_(None))
-                                           .values(removed_at=aware(at)))
+            result = await session.execute(update(Vote).where(active).values(removed_at=aware(at)))
             return result.rowcount
 
     async def votes_for(self, candidate_id: int, *, include_removed: bool = False) -> list[VoteInfo]:

@@ -135,3 +135,21 @@ async def test_nothing_asked_in_this_channel_yet(core):
         await core.post(Context("test", channel_id="elsewhere"))
     with pytest.raises(NothingToPost):
         await core.votes(Context("test", channel_id="elsewhere"))
+
+
+async def test_reactions_on_candidate_messages_are_votes(core, db):
+    result = await ask_for(core)
+    first, second = result.candidates[:2]
+    await core.shown_in(first.id, "m1")
+    await core.shown_in(second.id, "m2")
+    assert await core.react(ADA, "m1", "👍") == first.id
+    assert await core.react(BOB, "m1", "👍") == first.id
+    assert await core.react(BOB, "m1", "🔥") == first.id
+    assert await core.react(ADA, "elsewhere", "👍") is None          # a message that shows no candidate
+    assert await core.react(Context("other", user_id="u1"), "m1", "👍") is None   # same id, another platform
+    assert [row.votes for row in await core.votes(ADA)][:2] == [3, 0]
+    await core.react(BOB, "m1", "👍", added=False)
+    assert [row.votes for row in await core.votes(ADA)][:2] == [2, 0]
+    assert await core.clear_reactions(ADA, "m1", "🔥") == 1
+    assert await core.clear_reactions(ADA, "m1") == 1
+    assert [row.votes for row in await core.votes(ADA)][:2] == [0, 0]

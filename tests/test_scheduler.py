@@ -13,7 +13,6 @@ from chatbot.frontends.console import Console
 from chatbot.scheduler import BOT_ID, Scheduler
 from model.worker import ModelWorker
 from storage import Database
-
 from tests.test_core import make_core as core_for_tests
 
 START = datetime(2030, 1, 7, 8, 0, tzinfo=UTC)     # a Monday, 08:00 UTC
