@@ -9,6 +9,7 @@ from storage.errors import (
                              NewerSchema,
                              NotFound,
                              PostInProgress,
+                             QuotaReached,
                              ScheduleError,
                              StorageError,
 )
@@ -40,6 +41,7 @@ __all__ = [
                              "NotFound",
                              "PostInProgress",
                              "PostInfo",
+                             "QuotaReached",
                              "ScheduleError",
                              "ScheduleInfo",
                              "ScheduleRun",

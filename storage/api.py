@@ -20,7 +20,8 @@ Each method is documented in the module that holds it:
     storage/generations.py  record_generation, finish_generation, fail_generation, get_generation,
                             latest_generation, set_candidate_message, candidate_by_message
     storage/votes.py        record_vote, remove_vote, clear_votes, votes_for, tally (+ winner)
-    storage/posts.py        begin_post, settle_post, get_post, posts_since (+ normalise_text)
+    storage/posts.py        begin_post, settle_post, get_post, posts_since, mark_stale_posts_unknown
+                            (+ normalise_text)
     storage/schedules.py    set_schedule, get_schedule, list_schedules, disable_schedule, claim_due_schedules
                             (+ next_run_after)
     storage/history.py      record_audit, history

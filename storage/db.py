@@ -122,12 +122,14 @@ class DatabaseCore:
         finally:
             await engine.dispose()
 
-    async def _mark_pending_unknown(self) -> int:
+    async def _mark_pending_unknown(self, before: datetime | None = None) -> int:
+        """Pending posts (only those last touched before `before`, when given) become unknown; returns how many."""
+        query = update(Post).where(Post.status == "pending")
+        if before is not None:
+            query = query.where(Post.updated_at < aware(before))
         async with self._write() as session:
-            result = await session.execute(
-                update(Post).where(Post.status == "pending")
-                .values(status="unknown", updated_at=utcnow(),
-                        last_error="proverbot stopped while posting: check the platform by hand"))
+            result = await session.execute(query.values(
+                status="unknown", updated_at=utcnow(), last_error="proverbot stopped while posting: check the platform by hand"))
             return result.rowcount
 
     @contextmanager

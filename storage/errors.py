@@ -6,8 +6,11 @@ NewerSchema       the database was made by a newer proverbot (its schema revisio
 NotFound          a generation, candidate, post or schedule id that is not in the log
 AlreadyPosted     that text (or candidate) was already posted on that platform; carries the post's URL
 PostInProgress    a post of that text is pending, or "unknown" (the bot stopped mid-post: a human must check)
+QuotaReached      the platform's posting quota (posts per window, counted from the log) is used up
 ScheduleError     a schedule's time of day, time zone or window is invalid
 """
+
+from datetime import datetime
 
 from model.errors import ProverbotError
 
@@ -43,6 +46,17 @@ class PostInProgress(StorageError):
         self.post_id = post_id
         self.platform = platform
         self.status = status
+
+
+class QuotaReached(StorageError):
+    """The posting quota of a platform is used up; `next_at` is when the oldest counted post leaves the window."""
+
+    def __init__(self, message: str, platform: str, used: int, limit: int, next_at: datetime):
+        super().__init__(message)
+        self.platform = platform
+        self.used = used
+        self.limit = limit
+        self.next_at = next_at
 
 
 class ScheduleError(StorageError):

@@ -4,7 +4,8 @@ generations  one request for candidates: who, where, when, every sampling parame
 candidates   the texts of a generation in batch order, with the filter's verdict and the chat message showing it
 votes        one row per (candidate, user, emoji); a removed reaction sets removed_at, re-adding clears it
 posts        one row per (platform, normalised text): pending → posted | failed | unknown; never posted twice
-schedules    one row per (platform, server, channel): a daily time in an IANA zone, claimed by next_run_at
+schedules    one row per (platform, server, channel): a daily time in an IANA zone, claimed by next_run_at, and the
+             publisher it posts to
 audit_log    admin actions: who did what to what, when
 
 Every time is a timezone-aware UTC datetime (UtcDateTime). Changing a table means a new Alembic revision in
@@ -168,6 +169,7 @@ class Schedule(Base):
     time_of_day: Mapped[str] = mapped_column(String(5))  # HH:MM, local to timezone
     timezone: Mapped[str] = mapped_column(String(64))  # IANA name, e.g. Europe/Paris
     window_minutes: Mapped[int]
+    publisher: Mapped[str | None] = mapped_column(String(32))  # revision 0003; None: the default publisher
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     last_run_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     next_run_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -1,33 +1,57 @@
 """Posts: recorded as pending BEFORE a publisher is called, settled after; nothing is posted twice.
 
-await db.begin_post(platform, candidate_id=None, text=None, requested_by_id=None, requested_by_name=None, at=None)
-        -> PostInfo (status pending)
+await db.begin_post(platform, candidate_id=None, text=None, requested_by_id=None, requested_by_name=None,
+                    check=None, quota=None, window=timedelta(hours=24), at=None) -> PostInfo (status pending)
         Exactly one of candidate_id / text. A post is unique per (platform, normalised text) (normalise_text: NFKC,
         case-folded, whitespace collapsed), so a candidate is never posted twice on a platform, and neither is the
         same text given freely. Raises AlreadyPosted (with .url) when it went out, PostInProgress when it is
         pending or "unknown" (the bot stopped mid-post: a human checks the platform, then settles it). A failed post
         begins again: same row, attempts + 1.
+        check(text), when given, runs first inside the transaction: whatever it raises (e.g. "too long") propagates
+        and nothing is written. quota: at most that many posts on the platform in any `window`, counted as
+        posts_since counts them, checked in the same transaction as the insert; QuotaReached says when a post
+        leaves the window (on SQLite the check and the insert are serialised with other writers).
 await db.settle_post(post_id, status, remote_id=None, url=None, error=None, at=None) -> PostInfo
         status is "posted", "failed" or "unknown"; a post recorded as posted stays posted
 await db.get_post(post_id) -> PostInfo
 await db.posts_since(platform, since) -> list[PostInfo]
         for the quota: posts that went out since `since`, or may have (pending, unknown), oldest first
+await db.mark_stale_posts_unknown(before) -> int
+        posts still pending that were last touched before `before` become unknown (a CLI run that died mid-post,
+        when no bot start-up is there to do it); returns how many
 """
 
 import hashlib
 import unicodedata
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import DatabaseCore, aware, record
-from storage.errors import AlreadyPosted, NotFound, PostInProgress, StorageError
+from storage.errors import (
+    AlreadyPosted,
+    NotFound,
+    PostInProgress,
+    QuotaReached,
+    StorageError,
+)
 from storage.generations import clip
 from storage.models import Candidate, Post
 from storage.records import PostInfo
 
 SETTLED = ("posted", "failed", "unknown")
+DAY = timedelta(hours=24)
+WHEN = func.coalesce(Post.posted_at, Post.updated_at)  # when a post counts for the quota
+
+
+def counted_since(platform: str, since: datetime):
+    """The posts on `platform` that count for its quota since `since`: posted, or that may have been (pending,
+    unknown)."""
+    return and_(Post.platform == platform, or_(
+        and_(Post.status == "posted", Post.posted_at >= since),
+        and_(Post.status.in_(("pending", "unknown")), Post.updated_at >= since)))
 
 
 def normalise_text(text: str) -> str:
@@ -56,30 +80,37 @@ def refusal(post: Post) -> AlreadyPosted | PostInProgress:
 class PostsAPI(DatabaseCore):
     async def begin_post(self, platform: str, candidate_id: int | None = None, text: str | None = None, *,
                          requested_by_id: str | None = None, requested_by_name: str | None = None,
-                         at: datetime | None = None) -> PostInfo:
+                         check: Callable[[str], None] | None = None, quota: int | None = None,
+                         window: timedelta = DAY, at: datetime | None = None) -> PostInfo:
         if (candidate_id is None) == (text is None):
             raise ValueError("begin_post takes exactly one of candidate_id and text")
         if text is not None and not text.strip():
             raise StorageError("There is nothing to post: the text is empty.")
+        if quota is not None and quota < 1:
+            raise ValueError(f"quota must be at least 1 (or None for no quota), not {quota}")
         at = aware(at)
         for _ in range(3):  # a concurrent insert of the same key (PostgreSQL) makes the next round find it
             try:
                 async with self._write() as session:
                     return await self._begin(session, platform, candidate_id, text, requested_by_id,
-                                             requested_by_name, at)
+                                             requested_by_name, check, (quota, window), at)
             except IntegrityError:
                 continue
         raise StorageError(f"Could not record the post on {platform}: other writers kept changing it; try again.")
 
-    async def _begin(self, session, platform, candidate_id, text, by_id, by_name, at) -> PostInfo:
+    async def _begin(self, session, platform, candidate_id, text, by_id, by_name, check, quota, at) -> PostInfo:
         if candidate_id is not None:
             text = await session.scalar(select(Candidate.text).where(Candidate.id == candidate_id))
             if text is None:
                 raise NotFound(f"There is no candidate #{candidate_id} in the log.")
+        if check is not None:
+            check(text)
         key = text_key(text)
         post = await session.scalar(select(Post).where(Post.platform == platform, Post.text_key == key))
         if post is not None and post.status != "failed":
             raise refusal(post)
+        if quota[0] is not None:
+            await self._check_quota(session, platform, *quota, at)
         if post is None:
             post = Post(platform=platform, candidate_id=candidate_id, text=text, text_key=key, status="pending",
                         attempts=1, created_at=at)
@@ -121,11 +152,34 @@ class PostsAPI(DatabaseCore):
                 raise NotFound(f"There is no post #{post_id} in the log.")
             return record(PostInfo, post)
 
+    @staticmethod
+    async def _check_quota(session, platform: str, quota: int, window: timedelta, at: datetime) -> None:
+        times = list(await session.scalars(select(WHEN).where(counted_since(platform, at - window)).order_by(WHEN)))
+        if len(times) < quota:
+            return
+        next_at = times[len(times) - quota] + window  # once this one leaves the window, a post may go out
+        wait = max(next_at - at, timedelta(0))
+        raise QuotaReached(
+            f"The posting quota on {platform} is used up: {len(times)} posts in the last {hours(window)}, at most "
+            f"{quota}. The next post can go out at {next_at:%H:%M} UTC (in {duration(wait)}).",
+            platform, len(times), quota, next_at)
+
     async def posts_since(self, platform: str, since: datetime) -> list[PostInfo]:
-        since = aware(since)
-        when = func.coalesce(Post.posted_at, Post.updated_at)
-        query = (select(Post).where(Post.platform == platform, or_(
-            and_(Post.status == "posted", Post.posted_at >= since),
-            and_(Post.status.in_(("pending", "unknown")), Post.updated_at >= since))).order_by(when, Post.id))
+        query = select(Post).where(counted_since(platform, aware(since))).order_by(WHEN, Post.id)
         async with self._read() as session:
             return [record(PostInfo, post) for post in await session.scalars(query)]
+
+    async def mark_stale_posts_unknown(self, before: datetime) -> int:
+        return await self._mark_pending_unknown(before)
+
+
+def hours(window: timedelta) -> str:
+    return f"{window.total_seconds() / 3600:g} hours"
+
+
+def duration(wait: timedelta) -> str:
+    """'3 h 05 min', '12 min', 'under a minute'."""
+    minutes = int(wait.total_seconds() // 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"

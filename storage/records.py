@@ -121,6 +121,7 @@ class ScheduleInfo:
     set_by_id: str | None
     set_by_name: str | None
     updated_at: datetime
+    publisher: str | None = None  # where it posts (x, mastodon, ...); None: the channel's or the bot's default
 
 
 @dataclass(frozen=True)

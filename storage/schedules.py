@@ -1,8 +1,10 @@
 """Daily schedules, one per (platform, server, channel), claimed atomically so that one process runs each occurrence.
 
 await db.set_schedule(platform, channel_id, time_of_day="HH:MM", timezone="Europe/Paris", window_minutes=60,
-                      server_id="", enabled=True, set_by_id=None, set_by_name=None, at=None) -> ScheduleInfo
-        creates or replaces the channel's schedule, computes its next run, writes an audit entry
+                      server_id="", enabled=True, publisher=None, set_by_id=None, set_by_name=None, at=None)
+        -> ScheduleInfo
+        creates or replaces the channel's schedule, computes its next run, writes an audit entry; publisher: where
+        it posts (x, mastodon, ...; None: the default)
 await db.get_schedule(platform, channel_id, server_id="") -> ScheduleInfo | None
 await db.list_schedules(enabled_only=False) -> list[ScheduleInfo]
 await db.disable_schedule(platform, channel_id, server_id="", by_id=None, by_name=None, at=None) -> bool
@@ -62,7 +64,7 @@ def next_run_after(time_of_day: str, timezone: str, after: datetime) -> datetime
 class SchedulesAPI(DatabaseCore):
     async def set_schedule(self, platform: str, channel_id: str, *, time_of_day: str, timezone: str = "UTC",
                            window_minutes: int = 60, server_id: str = "", enabled: bool = True,
-                           set_by_id: str | None = None, set_by_name: str | None = None,
+                           publisher: str | None = None, set_by_id: str | None = None, set_by_name: str | None = None,
                            at: datetime | None = None) -> ScheduleInfo:
         at = aware(at)
         time_of_day = parse_time_of_day(time_of_day).strftime("%H:%M")
@@ -77,9 +79,10 @@ class SchedulesAPI(DatabaseCore):
                                created_at=at)
                 session.add(row)
             row.time_of_day, row.timezone, row.window_minutes, row.enabled = time_of_day, timezone, window_minutes, enabled
-            row.next_run_at, row.updated_at = next_run, at
+            row.next_run_at, row.updated_at, row.publisher = next_run, at, clip(publisher, 32)
             row.set_by_id, row.set_by_name = clip(set_by_id, 64), clip(set_by_name, 200)
             detail = f"{time_of_day} {timezone}, vote {window_minutes} min, {'enabled' if enabled else 'disabled'}"
+            detail += f", posts to {publisher}" if publisher else ""
             write_audit(session, "schedule.set", set_by_id, set_by_name, self._target(platform, channel_id, server_id),
                         detail, at)
             await session.flush()

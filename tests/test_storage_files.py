@@ -207,14 +207,14 @@ async def test_the_migrations_build_exactly_the_models(tmp_path):
     db = Database(sqlite_url(tmp_path / "new.db"))
     await db.start()
     try:
-        assert db.migrated == (None, migrate.head_revision()) == (None, "0002")
+        assert db.migrated == (None, migrate.head_revision()) == (None, "0003")
         async with db.engine.connect() as connection:
             assert await connection.run_sync(migrate.schema_differences) == []
     finally:
         await db.close()
     again = Database(sqlite_url(tmp_path / "new.db"))
     await again.start()
-    assert again.migrated == ("0002", "0002")
+    assert again.migrated == ("0003", "0003")
     await again.close()
 
 
