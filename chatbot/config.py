@@ -14,7 +14,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from model.errors import ProverbotError
@@ -48,6 +48,30 @@ class Settings(BaseSettings):
     sample_timeout: float = Field(120.0, gt=0, description="Seconds a request may take, queue wait included.")
     # storage
     database_url: str = Field("sqlite+aiosqlite:///proverbot.db", description="SQLAlchemy async URL of the log.")
+    # publishing (X's credentials: TWITTER_* variables or twitter_credentials_file; see README "Publishing")
+    dry_run: bool = Field(False, description="Post nowhere (the dry-run publisher) even when credentials are set.")
+    publish_to: str | None = Field(None, description="Default publisher: x, mastodon, bluesky or dryrun; empty: the "
+                                   "first with credentials (in that order), else dryrun.")
+    publish_channels: dict[str, str] = Field(default_factory=dict, description="Publisher per chat channel, e.g. "
+                                             '{"discord:1234": "mastodon"}.')
+    publish_timeout: float = Field(30.0, gt=0, description="Seconds one call to a platform may take.")
+    publish_attempts: int = Field(3, ge=1, le=10, description="Tries when a platform is unavailable or times out "
+                                  "(2 s, 4 s, ... apart).")
+    twitter_credentials_file: Path | None = Field(None, description="The tutorial's JSON credentials file for X "
+                                                  "(consumer_key, consumer_secret, access_key, access_secret); the "
+                                                  "TWITTER_* variables come first.")
+    x_posts_per_day: int = Field(17, ge=0, description="Most posts on X in any 24 hours, counted from the log (17: "
+                                 "the free tier; 0: no quota).")
+    mastodon_api_base_url: str | None = Field(None, description="Your Mastodon instance, e.g. https://mastodon.social.")
+    mastodon_access_token: SecretStr | None = Field(None, description="Its access token (scopes write:statuses, "
+                                                    "read:accounts); best set as an environment variable.")
+    mastodon_max_length: int = Field(500, ge=1, description="Characters a post may have on your instance.")
+    mastodon_posts_per_day: int = Field(48, ge=0, description="Most posts on Mastodon in any 24 hours (0: no quota).")
+    bluesky_handle: str | None = Field(None, description="Bluesky handle, e.g. proverbot.bsky.social.")
+    bluesky_app_password: SecretStr | None = Field(None, description="An app password (xxxx-xxxx-xxxx-xxxx), not the "
+                                                   "account's password; best set as an environment variable.")
+    bluesky_base_url: str | None = Field(None, description="Your PDS, when it is not https://bsky.social.")
+    bluesky_posts_per_day: int = Field(48, ge=0, description="Most posts on Bluesky in any 24 hours (0: no quota).")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -17,12 +17,28 @@ import math
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-from chatbot.publishers import Publisher, PublishError
+from chatbot.publishers import Publisher
+from chatbot.publishers.posting import (  # noqa: F401 (re-exported)
+    Posted,
+    Poster,
+    PostFailed,
+    PostUnknown,
+    PublisherUsage,
+)
+from chatbot.publishers.registry import Publishers
 from model.errors import ProverbotError
 from model.sample import SampleRequest
-from storage import Database, GenerationInfo, PostInfo, ScheduleError, ScheduleInfo, TallyRow, winner
+from storage import (
+    Database,
+    GenerationInfo,
+    PostInfo,
+    ScheduleError,
+    ScheduleInfo,
+    TallyRow,
+    winner,
+)
 from storage.schedules import parse_time_of_day, zone
 
 MAX_PREFIX = 200
@@ -38,10 +54,6 @@ class BadRequest(ProverbotError):
 
 class NothingToPost(ProverbotError):
     """No batch in this channel yet, or no candidate in it can be posted."""
-
-
-class PostFailed(ProverbotError):
-    """The publisher failed; the candidate stays postable."""
 
 
 @dataclass(frozen=True)
@@ -96,28 +108,23 @@ class AskResult:
 
 
 @dataclass(frozen=True)
-class Posted:
-    post_id: int
-    candidate_id: int | None
-    text: str
-    url: str | None
-    platform: str
-
-
-@dataclass(frozen=True)
 class Status:
     model: ModelInfo
     queue_length: int
-    posts_last_24h: int
-    publisher: str
+    posts_last_24h: int         # on the default publisher
+    publisher: str              # the default publisher's name
+    publishers: tuple[PublisherUsage, ...] = ()     # every configured one, the default first: posts, quota
+    note: str = ""              # why posts go nowhere, when they do (dry run)
 
 
 class Core:
-    def __init__(self, db: Database, worker, publisher: Publisher, model: ModelInfo,
+    def __init__(self, db: Database, worker, publisher: Publisher | Publishers, model: ModelInfo,
                  defaults: Defaults | None = None) -> None:
         self.db = db
         self.worker = worker          # model.worker.ModelWorker, or anything with sample() and queue_length()
-        self.publisher = publisher
+        self.poster = Poster(db, publisher)
+        self.publishers = self.poster.publishers    # every configured publisher, by name
+        self.publisher = self.publishers.default
         self.model = model
         self.defaults = defaults or Defaults()
 
@@ -199,25 +206,16 @@ class Core:
 
     # --- post ------------------------------------------------------------------------------------------------
 
-    async def post(self, ctx: Context, candidate_id: int | None = None) -> Posted:
-        """Publish the named candidate, or the top-voted one of the latest batch here (ties: the earlier one;
-        nobody voted: the first usable). AlreadyPosted / PostInProgress (storage) say why it cannot be posted;
-        PostFailed says why publishing failed, and the candidate stays postable."""
-        if candidate_id is None:
+    async def post(self, ctx: Context, candidate_id: int | None = None, *, text: str | None = None,
+                   to: str | None = None) -> Posted:
+        """Publish the named candidate, or free `text`, or else the top-voted candidate of the latest batch here
+        (ties: the earlier one; nobody voted: the first usable), on publisher `to` (x, mastodon, bluesky, dryrun;
+        None: the channel's, else the default). Refused before anything is sent: UnknownPublisher, TooLong,
+        AlreadyPosted / PostInProgress (storage), QuotaReached. PostFailed: publishing failed and the candidate
+        stays postable; PostUnknown: it may be online, a person checks (see chatbot/publishers/posting.py)."""
+        if candidate_id is None and text is None:
             candidate_id = await self._pick(ctx)
-        post = await self.db.begin_post(self.publisher.name, candidate_id=candidate_id,
-                                        requested_by_id=ctx.user_id, requested_by_name=ctx.user_name)
-        try:
-            result = await self.publisher.publish(post.text)
-        except Exception as err:
-            reason = str(err) if isinstance(err, PublishError) else f"{type(err).__name__}: {err}"
-            await self.db.settle_post(post.id, "failed", error=reason)
-            await self._audit(ctx, post, f"failed: {reason}")
-            raise PostFailed(f"Posting on {self.publisher.name} failed: {reason} The candidate can be posted "
-                             "again.") from err
-        post = await self.db.settle_post(post.id, "posted", remote_id=result.remote_id, url=result.url)
-        await self._audit(ctx, post, f"posted: {post.url}")
-        return Posted(post.id, post.candidate_id, post.text, post.url, post.platform)
+        return await self.poster.post(ctx, candidate_id, text=text, to=to)
 
     async def _pick(self, ctx: Context) -> int:
         generation = await self._latest(ctx)
@@ -228,10 +226,6 @@ class Core:
         if not usable:
             raise NothingToPost("The latest batch here has no usable candidate: ask for more with /proverb.")
         return usable[0].id
-
-    async def _audit(self, ctx: Context, post: PostInfo, detail: str) -> None:
-        await self.db.record_audit("post", ctx.user_id, ctx.user_name, target=f"post #{post.id}",
-                                   detail=f"{ctx.platform}/{ctx.channel_id} → {post.platform} {detail}")
 
     async def winner_of(self, generation_id: int) -> int:
         """The storage id of the top-voted usable candidate of that generation (ties: the earlier one; nobody
@@ -247,17 +241,21 @@ class Core:
     # --- schedule --------------------------------------------------------------------------------------------
 
     async def set_schedule(self, ctx: Context, time: str, timezone: str = "UTC", window_minutes=60,
-                           at: datetime | None = None) -> ScheduleInfo:
+                           at: datetime | None = None, *, publisher: str | None = None) -> ScheduleInfo:
         """Post daily in this channel at `time` (HH:MM in `timezone`): a batch is sampled, open to votes for
-        window_minutes, then the top-voted candidate is posted. Replaces the channel's schedule; audited."""
+        window_minutes, then the top-voted candidate is posted, on `publisher` (None: the channel's or the default;
+        UnknownPublisher when it is not configured). Replaces the channel's schedule; audited."""
         try:
             time = parse_time_of_day(str(time)).strftime("%H:%M")
             zone(str(timezone))
         except ScheduleError as err:
             raise BadRequest(str(err)) from None
         window = int(in_range("window", window_minutes, *WINDOW, whole=True))
+        if publisher is not None:
+            self.publishers.get(publisher)
+            publisher = publisher.strip().lower()
         return await self.db.set_schedule(ctx.platform, ctx.channel_id, time_of_day=time, timezone=str(timezone),
-                                          window_minutes=window, server_id=ctx.server_id or "",
+                                          window_minutes=window, server_id=ctx.server_id or "", publisher=publisher,
                                           set_by_id=ctx.user_id, set_by_name=ctx.user_name, at=at)
 
     async def schedule(self, ctx: Context) -> ScheduleInfo | None:
@@ -277,9 +275,9 @@ class Core:
         return await self.db.history("posts", limit=n)
 
     async def status(self) -> Status:
-        since = datetime.now(UTC) - timedelta(hours=24)
-        posts = await self.db.posts_since(self.publisher.name, since)
-        return Status(self.model, self.worker.queue_length(), len(posts), self.publisher.name)
+        usage = await self.poster.usage()
+        return Status(self.model, self.worker.queue_length(), usage[0].posts_last_24h, usage[0].name, tuple(usage),
+                      self.publishers.note)
 
     async def _latest(self, ctx: Context) -> GenerationInfo:
         generation = await self.db.latest_generation(ctx.platform, ctx.channel_id)

@@ -1,0 +1,108 @@
+"""Posting exactly once through the log, for the core (chat front ends, scheduler) and the CLI.
+
+    poster = Poster(db, publishers)                     # a Publishers, or a single publisher
+    posted = await poster.post(ctx, candidate_id=12)    # or text="...", to="mastodon"
+    usage = await poster.usage()                        # posts in the last 24 h and quota, per publisher
+
+One post: the publisher is chosen (to=, else the channel's, else the default); in ONE storage transaction the text
+is checked against the publisher's length rule, its earlier posts (AlreadyPosted, PostInProgress) and its quota
+(QuotaReached), and recorded as pending; only then is the publisher called; then the post is settled: posted,
+failed (PostFailed; the text can be posted again), or unknown (PostUnknown: it may be online; a person checks). If
+the process dies in between, the next start marks it unknown: nothing is ever re-posted on its own. Every outcome
+is in the audit trail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from chatbot.publishers import (
+    OutcomeUnknown,
+    Publisher,
+    PublishError,
+    limits_of,
+    title_of,
+)
+from chatbot.publishers.registry import Publishers
+from model.errors import ProverbotError
+from storage import Database, PostInfo
+
+if TYPE_CHECKING:
+    from chatbot.core import Context
+
+
+class PostFailed(ProverbotError):
+    """The publisher failed; the candidate stays postable."""
+
+
+class PostUnknown(ProverbotError):
+    """The publisher could not tell whether the post went out; the log says "unknown" until a person settles it."""
+
+
+@dataclass(frozen=True)
+class Posted:
+    post_id: int
+    candidate_id: int | None
+    text: str
+    url: str | None
+    platform: str
+
+
+@dataclass(frozen=True)
+class PublisherUsage:
+    """One publisher's posts in the last 24 hours against its quota (what /status shows)."""
+
+    name: str                   # as in the log: x, mastodon, bluesky, dryrun
+    title: str                  # for people: X, Mastodon, Bluesky, dryrun
+    posts_last_24h: int         # posted, pending or unknown: what the quota counts
+    quota: int | None           # None: no quota
+    default: bool               # where /post goes unless told otherwise
+
+    @property
+    def left(self) -> int | None:
+        return None if self.quota is None else max(0, self.quota - self.posts_last_24h)
+
+
+class Poster:
+    def __init__(self, db: Database, publishers: Publisher | Publishers) -> None:
+        self.db = db
+        self.publishers = Publishers.of(publishers)
+
+    async def post(self, ctx: Context, candidate_id: int | None = None, *, text: str | None = None,
+                   to: str | None = None) -> Posted:
+        """Publish candidate `candidate_id`, or free `text`, on `to` (else the channel's or default publisher)."""
+        publisher = self.publishers.for_channel(ctx.platform, ctx.channel_id, to)
+        limits, title = limits_of(publisher), title_of(publisher)
+        post = await self.db.begin_post(publisher.name, candidate_id=candidate_id, text=text,
+                                        requested_by_id=ctx.user_id, requested_by_name=ctx.user_name,
+                                        check=lambda words: limits.check(title, words), quota=limits.posts_per_day)
+        try:
+            result = await publisher.publish(post.text)
+        except OutcomeUnknown as err:
+            await self.db.settle_post(post.id, "unknown", error=str(err))
+            await self.audit(ctx, post, f"unknown: {err}")
+            raise PostUnknown(f"Posting on {title}: {err} Check the account, then record what happened with "
+                              f"`proverbot db settle-post {post.id} posted --url URL` (or `failed` to allow a new "
+                              "try).") from err
+        except Exception as err:
+            reason = str(err) if isinstance(err, PublishError) else f"{type(err).__name__}: {err}"
+            await self.db.settle_post(post.id, "failed", error=reason)
+            await self.audit(ctx, post, f"failed: {reason}")
+            what = "candidate" if post.candidate_id is not None else "text"
+            raise PostFailed(f"Posting on {title} failed: {reason} The {what} can be posted again.") from err
+        post = await self.db.settle_post(post.id, "posted", remote_id=result.remote_id, url=result.url)
+        await self.audit(ctx, post, f"posted: {post.url}")
+        return Posted(post.id, post.candidate_id, post.text, post.url, post.platform)
+
+    async def usage(self) -> list[PublisherUsage]:
+        """Every configured publisher, the default first."""
+        since = datetime.now(UTC) - timedelta(hours=24)
+        ordered = [self.publishers.default, *(p for p in self.publishers if p is not self.publishers.default)]
+        return [PublisherUsage(p.name, title_of(p), len(await self.db.posts_since(p.name, since)),
+                               limits_of(p).posts_per_day, p is self.publishers.default) for p in ordered]
+
+    async def audit(self, ctx: Context, post: PostInfo, detail: str) -> None:
+        await self.db.record_audit("post", ctx.user_id, ctx.user_name, target=f"post #{post.id}",
+                                   detail=f"{ctx.platform}/{ctx.channel_id} → {post.platform} {detail}")
