@@ -238,7 +238,7 @@ async def test_post_publishes_the_top_voted_then_refuses_it_twice(fake, bot, db,
 
 
 async def test_post_autocompletes_the_latest_batch(fake, bot, db):
-    interaction, usable = await proverb(fake, db)
+    _, usable = await proverb(fake, db)
     complete = await fake.command("post", {"candidate": Focused("")}, kind=4)
     await fake.until(lambda: complete.callbacks)
     assert complete.callbacks[0]["type"] == 8
@@ -272,7 +272,7 @@ async def test_schedule_commands(fake, bot, db):
                                  (fake.member("eve"), "show", {}),
                                  (admin, "off", {})]:
         interaction = await fake.command("schedule", options, member, subcommand=sub)
-        await fake.until(lambda: interaction.answered)
+        await fake.until(lambda interaction=interaction: interaction.answered)
         said.append((interaction.ephemeral, interaction.callbacks[0]["data"]["content"]))
     assert said[0] == (True, "Sorry: Posting and schedules need the manage guild permission or the role poster.")
     assert said[1][0] is False and said[1][1].startswith("Daily at 09:30 Europe/Paris, voting open 10 min; next run")

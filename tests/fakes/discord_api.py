@@ -19,6 +19,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Self
 from urllib.parse import unquote
 
 import discord
@@ -82,7 +83,7 @@ class FakeDiscord:
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeDiscord:
+    async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_get("/gateway", self.gateway)
         app.router.add_route("*", "/api/v10/{path:.*}", self.rest)
