@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from chatbot import storage_cli
+from chatbot import publish_cli, storage_cli
 from chatbot.config import describe as describe_settings
 from chatbot.config import load_settings
 from model.errors import ProverbotError
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="show every setting, its environment variable and current value")
     config.set_defaults(func=cmd_config)
     storage_cli.add_commands(commands)
+    publish_cli.add_commands(commands)
     return parser
 
 
@@ -287,7 +288,7 @@ async def run_console(settings) -> None:
     """The bot in the terminal: the log, one model worker, the dry-run publisher and the console front end."""
     from chatbot.core import Core, Defaults, ModelInfo
     from chatbot.frontends.console import Console
-    from chatbot.publishers.dryrun import DryRunPublisher
+    from chatbot.publishers.factory import build_publishers
     from chatbot.scheduler import Scheduler
     from model.worker import ModelWorker
     from storage import Database
@@ -310,7 +311,7 @@ async def run_console(settings) -> None:
             run = loaded[0].run
             model = ModelInfo(run.name, run.checkpoint_id, str(loaded[0].device))
             defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
-            core = Core(db, worker, DryRunPublisher(), model, defaults)
+            core = Core(db, worker, build_publishers(settings), model, defaults)
             console = Console(core)
             scheduler = asyncio.create_task(Scheduler(core, db, [console]).run_forever())
             try:

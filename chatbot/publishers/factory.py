@@ -21,7 +21,12 @@ from chatbot.publishers.registry import Publishers, UnknownPublisher
 
 
 def build_publishers(settings, environ: Mapping[str, str] = os.environ) -> Publishers:
-    real = configured_publishers(settings, environ)
+    return assemble(configured_publishers(settings, environ), settings)
+
+
+def assemble(real: list[Publisher], settings) -> Publishers:
+    """The Publishers to post through, given the real publishers configured: the dry run when there are none or
+    dry_run is set."""
     if real and not settings.dry_run:
         return registry(real, settings)
     names = ", ".join(publisher.name for publisher in real)

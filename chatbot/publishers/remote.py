@@ -121,6 +121,11 @@ class RemotePublisher:
         return None
 
 
+def longest_publish(timeout: float, attempts: int, backoff: float = BACKOFF) -> float:
+    """Seconds one publish() can take at most: every try and every check timing out, and the backoff between."""
+    return attempts * 2 * (timeout + GRACE) + backoff * (2 ** (attempts - 1) - 1)
+
+
 def rate_limited(title: str, reset: datetime | None) -> RateLimited:
     """RateLimited saying until when (`reset`: when the platform's window resets, if it said)."""
     if reset is None:

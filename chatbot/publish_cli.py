@@ -1,0 +1,217 @@
+"""`proverbot doctor`, `proverbot tweet` and `proverbot post`: publishing from the command line (and from cron).
+
+proverbot doctor                       one cheap authenticated call per configured publisher; says what works, never
+                                       a secret; exit status 1 when one fails
+proverbot tweet [--prefix ...]         sample, filter, pick one (random among the usable, or --pick best), post it
+                                       through the same checks as the bot, log it; exit status 1 on any failure, so
+                                       cron mails the owner
+proverbot post --candidate ID | --text TEXT [--to NAME]    post by hand through the same checks
+
+They log as platform "cli". A post left pending by a run that died mid-post (past the longest a post can take) is
+marked unknown first, as the bot's start-up does, and never re-posted.
+"""
+
+import argparse
+import asyncio
+import getpass
+import random
+import sys
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+from chatbot.config import load_settings
+from storage import AlreadyPosted, PostInProgress
+
+PICKS = ("random", "best")
+
+
+def add_commands(commands) -> None:
+    """Register `doctor`, `tweet` and `post` on the CLI's subparsers."""
+    doctor = commands.add_parser("doctor", help="check each configured publisher's credentials with one cheap call",
+                                 description="One authenticated call per configured publisher (X: get_me; Mastodon: "
+                                 "verify_credentials; Bluesky: login). Exit status 1 when one fails.")
+    doctor.set_defaults(func=cmd_doctor)
+
+    tweet = commands.add_parser("tweet", help="sample, pick and post one text (the tutorial's cron job)",
+                                description="Sample candidates, keep the usable ones, pick one and post it through "
+                                "the same checks as the bot (length, earlier posts, quota). Exit status 1 on failure.")
+    tweet.add_argument("--run-name", help="run to sample from (default: the most recently trained)")
+    tweet.add_argument("--checkpoint-dir", help="where run folders live")
+    tweet.add_argument("--prefix", default="", help="text the sample starts with")
+    tweet.add_argument("--temperature", type=float, help="more than 0, at most 2.0 (default: settings' temperature)")
+    tweet.add_argument("--length", type=positive_int, help="most tokens per sample")
+    tweet.add_argument("--count", type=positive_int, help="usable candidates to choose from (default: settings' count)")
+    tweet.add_argument("--seed", type=int, help="the same seed gives the same samples and the same random pick")
+    tweet.add_argument("--pick", choices=PICKS, default="random",
+                       help="random: any usable candidate (default); best: the one with the most distinct words, "
+                       "repeated words counting against it")
+    tweet.add_argument("--to", help="publisher: x, mastodon, bluesky or dryrun (default: publish_to)")
+    tweet.add_argument("--device", help="auto, cpu, cuda")
+    tweet.set_defaults(func=cmd_tweet)
+
+    post = commands.add_parser("post", help="post a logged candidate or a text by hand",
+                               description="Post through the same checks as the bot: length, earlier posts, quota.")
+    what = post.add_mutually_exclusive_group(required=True)
+    what.add_argument("--candidate", type=positive_int, metavar="ID", help="a candidate's id in the log "
+                      "(see `proverbot history --kind candidates`)")
+    what.add_argument("--text", help="a text of your own")
+    post.add_argument("--to", help="publisher: x, mastodon, bluesky or dryrun (default: publish_to)")
+    post.set_defaults(func=cmd_post)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# -- doctor ---------------------------------------------------------------------------------------------------
+
+def cmd_doctor(args) -> int:
+    from chatbot.publishers.factory import assemble, configured_publishers
+
+    settings = load_settings()
+    real = configured_publishers(settings)
+    publishers = assemble(real, settings)
+    if not real:
+        print("No publisher has credentials: posts go to the dry run (recorded with a fake URL, sent nowhere). "
+              "Set TWITTER_* (or twitter_credentials_file), mastodon_* or bluesky_* settings: see README, Publishing.")
+        return 0
+    failed = asyncio.run(check_all(real))
+    print(f"Posts go to {publishers.default.name} unless told otherwise.")
+    if publishers.note:
+        print(f"Note: {publishers.note}.")
+    if failed:
+        print(f"{failed} of {len(real)} publishers failed the check.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+async def check_all(publishers) -> int:
+    """verify() each publisher in turn, printing what works; returns how many failed."""
+    from model.errors import ProverbotError
+
+    failed = 0
+    for publisher in publishers:
+        print(f"{publisher.name}: {publisher.source}")
+        try:
+            print(f"{publisher.name}: ok: {await publisher.verify()}")
+        except ProverbotError as err:
+            failed += 1
+            print(f"{publisher.name}: FAILED: {err}")
+    return failed
+
+
+# -- tweet and post -------------------------------------------------------------------------------------------
+
+def cmd_post(args) -> int:
+    from chatbot.publishers.factory import build_publishers
+
+    settings = load_settings()
+    publishers = build_publishers(settings)
+    posted = asyncio.run(post_one(settings, publishers, args.candidate, args.text, args.to))
+    report(posted)
+    return 0
+
+
+def cmd_tweet(args) -> int:
+    from chatbot.cli import open_sampler, print_summary, sample_and_log
+    from chatbot.publishers.factory import build_publishers
+    from model.sample import SampleRequest
+
+    settings = load_settings()
+    publishers = build_publishers(settings)           # bad credentials stop it before any sampling
+    publishers.get(args.to)
+    count = args.count or settings.count
+    request = SampleRequest(prefix=args.prefix, count=count, seed=args.seed, length=args.length or settings.length,
+                            temperature=settings.temperature if args.temperature is None else args.temperature,
+                            top_k=settings.top_k, top_p=settings.top_p, batch_size=settings.batch_size)
+    request.check()
+    sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device)
+    batch = asyncio.run(sample_and_log(settings, sampler, request))
+    print_summary(batch, count)
+    posted = asyncio.run(post_a_candidate(settings, publishers, batch.generation_id, args.pick, args.seed, args.to))
+    report(posted)
+    return 0
+
+
+async def post_one(settings, publishers, candidate_id: int | None, text: str | None, to: str | None):
+    """Post one candidate or text through the checks; the posted record, or a ProverbotError."""
+    async with opened_log(settings, publishers) as poster:
+        return await poster.post(cli_context(), candidate_id, text=text, to=to)
+
+
+async def post_a_candidate(settings, publishers, generation_id: int, pick: str, seed: int | None, to: str | None):
+    """Post the picked usable candidate of the generation; one already posted (or being posted) is passed over for
+    the next in the order of the pick."""
+    from model.errors import ProverbotError
+
+    async with opened_log(settings, publishers) as poster:
+        generation = await poster.db.get_generation(generation_id)
+        usable = [candidate for candidate in generation.candidates if candidate.usable]
+        for candidate in in_pick_order(usable, pick, seed):
+            try:
+                return await poster.post(cli_context(), candidate.id, to=to)
+            except (AlreadyPosted, PostInProgress):
+                continue
+        reason = "all of them were posted before" if usable else "the model gave no usable candidate"
+        raise ProverbotError(f"Nothing to post from generation #{generation_id}: {reason}; try again, or change "
+                             "--prefix, --temperature or --count.")
+
+
+def in_pick_order(candidates: list, pick: str, seed: int | None) -> list:
+    """random: shuffled (by --seed when given); best: by score, highest first, ties in batch order."""
+    if pick == "best":
+        return sorted(candidates, key=lambda candidate: -score(candidate.text))
+    shuffled = list(candidates)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
+
+def score(text: str) -> int:
+    """Distinct words minus repeated ones: a fuller text that does not stutter scores higher."""
+    from model.filters import words
+
+    all_words = words(text)
+    distinct = len(set(all_words))
+    return distinct - (len(all_words) - distinct)
+
+
+@asynccontextmanager
+async def opened_log(settings, publishers):
+    """The log started, with a Poster on it; pending posts older than the longest a post can take are marked
+    unknown first (with a warning). Closed after."""
+    from chatbot.publishers.posting import Poster
+    from chatbot.publishers.remote import longest_publish
+    from storage import Database
+
+    db = Database(settings.database_url)
+    await db.start(recover=False)   # a running bot may be posting right now: only stale posts become unknown
+    try:
+        longest = longest_publish(settings.publish_timeout, settings.publish_attempts)
+        stale = await db.mark_stale_posts_unknown(datetime.now(UTC) - timedelta(seconds=longest + 60))
+        if stale:
+            print(f"warning: {stale} post(s) were left pending by a run that stopped while posting; their outcome is "
+                  "unknown: check the account, then record it with `proverbot db settle-post ID posted|failed` (see "
+                  "`proverbot history --kind posts`).", file=sys.stderr)
+        yield Poster(db, publishers)
+    finally:
+        await db.close()
+
+
+def cli_context():
+    """Who asks, for the log and the audit trail (a chatbot.core.Context without importing the model layer)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "cli"
+    return SimpleNamespace(platform="cli", channel_id=None, user_id=None, user_name=user, server_id=None)
+
+
+def report(posted) -> None:
+    print(f"Posted on {posted.platform}: {posted.url} (post #{posted.post_id})")
+    print(posted.text)
