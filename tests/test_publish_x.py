@@ -51,7 +51,7 @@ class Sleeps(list):
 def publisher_for(fake, sleeps=None, timeout=5.0, attempts=3, **keys) -> XPublisher:
     credentials = XCredentials(**{**KEYS, **keys}, source="the test")
     publisher = XPublisher(credentials, timeout=timeout, attempts=attempts, sleep=Sleeps() if sleeps is None else sleeps)
-    route_session(publisher.client.session, fake)
+    route_session(publisher.client.session, fake.origin, fake.url)
     return publisher
 
 

@@ -26,9 +26,10 @@ class Publishers:
         self.by_name = {publisher.name: publisher for publisher in publishers}
         if not self.by_name:
             raise ValueError("Publishers needs at least one publisher")
-        self.stand_ins = frozenset(stand_ins)   # names the only publisher (the dry run) answers for
+        self.first = next(iter(self.by_name.values()))
+        self.stand_ins = frozenset(stand_ins)   # names the first publisher (the dry run) answers for
         self.note = note                        # why posts go nowhere, when they do
-        self.default = self.get(default) if default else next(iter(self.by_name.values()))
+        self.default = self.get(default) if default else self.first
         self.channels = dict(channels or {})    # "platform:channel_id" -> publisher name
         for name in self.channels.values():
             self.get(name)
@@ -52,7 +53,7 @@ class Publishers:
         if name in self.by_name:
             return self.by_name[name]
         if name in self.stand_ins:
-            return self.default
+            return self.first
         known = f"{name!r} is not one of {', '.join(KNOWN)}" if name not in KNOWN else f"{name} is not configured"
         raise UnknownPublisher(f"Cannot post there: {known}. Configured here: {', '.join(self.names)} "
                                "(see `proverbot doctor`).")

@@ -3,7 +3,7 @@ requests for a remote origin (tweepy's hard-coded https://api.twitter.com) to it
 connection beyond 127.0.0.1 fail the test.
 
     with FakeX(...) as fake:                       # a FakeServer subclass: handle(request) -> Reply
-        route_session(client.session, fake)        # https://api.twitter.com/... now goes to the fake
+        route_session(client.session, fake.origin, fake.url)   # https://api.twitter.com/... goes to the fake
         ...
         assert [r.path for r in fake.requests] == ["/2/tweets"]
 
@@ -141,24 +141,25 @@ def handler_for(fake: FakeServer):
 
 
 class LoopbackAdapter(HTTPAdapter):
-    """Carries requests for fake.origin to the fake (the signed request as it is, only its URL rewritten), lets
-    loopback URLs through and refuses everything else."""
+    """Carries requests for `origin` (e.g. https://api.twitter.com) to `target` (a fake's URL): the signed request as
+    it is, only its URL rewritten. Lets loopback URLs through and refuses everything else."""
 
-    def __init__(self, fake: FakeServer) -> None:
+    def __init__(self, origin: str, target: str) -> None:
         super().__init__()
-        self.fake = fake
+        self.origin, self.target = origin, target
 
     def send(self, request, **kwargs):
-        if self.fake.origin and request.url.startswith(self.fake.origin + "/"):
+        if request.url.startswith(self.origin + "/"):
             request = request.copy()
-            request.url = self.fake.url + request.url[len(self.fake.origin):]
+            request.url = self.target + request.url[len(self.origin):]
         elif urlsplit(request.url).hostname not in LOOPBACK:
             raise requests.ConnectionError(f"the test refused a request beyond 127.0.0.1: {request.url}")
         return super().send(request, **kwargs)
 
 
-def route_session(session: requests.Session, fake: FakeServer) -> None:
-    adapter = LoopbackAdapter(fake)
+def route_session(session: requests.Session, origin: str, target: str) -> None:
+    """Every request of `session` for `origin` goes to `target`; any other non-loopback request fails."""
+    adapter = LoopbackAdapter(origin, target)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
 

@@ -1,7 +1,8 @@
 """A fake of the X API v2 endpoints the publisher uses, on 127.0.0.1, checking OAuth 1.0a signatures for real.
 
-    with FakeX(KEYS) as fake:
-        route_session(publisher.client.session, fake)      # tweepy's https://api.twitter.com goes here
+    with FakeX(*keys) as fake:
+        route_session(publisher.client.session, fake.origin, fake.url)   # tweepy's https://api.twitter.com
+        monkeypatch.setattr(twitter, "TimeoutSession", sessions_to(fake.url))   # or: every XPublisher built now
 
 POST /2/tweets       201 {"data": {"id", "text", "edit_history_tweet_ids"}}; 403 duplicate content for a text this
                      account posted; `fake.failures` (Replies) answer the next creates first; `fake.lose_answers`
@@ -21,7 +22,8 @@ from urllib.parse import unquote
 
 from oauthlib.oauth1.rfc5849 import signature, utils
 
-from tests.fakes.loopback import FakeServer, Reply, Request
+from chatbot.publishers.twitter import API, TimeoutSession
+from tests.fakes.loopback import FakeServer, Reply, Request, route_session
 
 USER = {"id": "1234567890", "name": "Proverbot", "username": "proverbot"}
 
@@ -42,8 +44,19 @@ def rate_limited(reset: int) -> Reply:
     return reply
 
 
+def sessions_to(url: str) -> type[TimeoutSession]:
+    """A stand-in for chatbot.publishers.twitter.TimeoutSession whose sessions carry X's traffic to `url`."""
+
+    class RoutedSession(TimeoutSession):
+        def __init__(self, timeout: float) -> None:
+            super().__init__(timeout)
+            route_session(self, API, url)
+
+    return RoutedSession
+
+
 class FakeX(FakeServer):
-    origin = "https://api.twitter.com"
+    origin = API
 
     def __init__(self, consumer_key: str, consumer_secret: str, access_token: str, access_token_secret: str):
         super().__init__()
