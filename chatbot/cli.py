@@ -4,12 +4,14 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import signal
 import sys
+from collections.abc import Awaitable
 from dataclasses import fields
 from pathlib import Path
 
-from chatbot import publish_cli, storage_cli
+from chatbot import health, publish_cli, storage_cli
 from chatbot.config import describe as describe_settings
 from chatbot.config import load_settings
 from model.errors import ProverbotError
@@ -57,10 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=lambda args: parser.print_help())
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="the bot: in the terminal (for now), trains the embedded default if missing",
-                              description="Start the bot: the log, the model worker and the terminal front end with "
-                              "the dry-run publisher. Commands are read from stdin (also from a pipe): /help lists them.")
+    run = commands.add_parser("run", help="the bot: on Discord with DISCORD_TOKEN, else in the terminal",
+                              description="Start the bot: the log, the model worker (training the embedded default "
+                              "if no run exists), the publishers, the daily scheduler and every front end whose "
+                              "credentials are set: Discord with DISCORD_TOKEN. With none, the terminal front end, "
+                              "which reads commands from stdin (also from a pipe): /help lists them.")
     run.set_defaults(func=cmd_run)
+
+    health_check = commands.add_parser("health", help="is the running bot alive and connected? (for HEALTHCHECK)",
+                                       description="Read the heartbeat the running bot writes to health_file: exit "
+                                       "status 0 when it is fresh and every front end is connected, else 1.")
+    health_check.add_argument("--max-age", type=float, default=health.MAX_AGE,
+                              help="seconds a heartbeat stays fresh (default: %(default)s)")
+    health_check.set_defaults(func=cmd_health)
 
     train = commands.add_parser("train", help="train a model (from scratch: --base tiny) or fine-tune GPT-2",
                                 description="Train a run folder checkpoints/<run_name>/. Parameters follow gpt-2-simple's finetune().")
@@ -277,20 +288,48 @@ def cmd_run(args) -> int:
     settings = load_settings()
     train_default_if_missing(settings)
     try:
-        asyncio.run(run_console(settings))
-    except asyncio.CancelledError:  # SIGTERM: run_console has closed the worker and the log
+        asyncio.run(run_bot(settings))
+    except asyncio.CancelledError:  # SIGTERM: run_bot has closed the front ends, the worker and the log
         print("proverbot: stopped (SIGTERM)", file=sys.stderr)
         return 143
     return 0
 
 
-async def run_console(settings) -> None:
-    """The bot in the terminal: the log, one model worker, the dry-run publisher and the console front end."""
+async def run_bot(settings) -> None:
+    """The bot: the log, one model worker, the publishers, the daily scheduler and every front end whose
+    credentials are set (Discord: DISCORD_TOKEN); with none, the terminal. Ends when a front end does
+    (the console's /quit, a refused token) or on SIGTERM."""
     from chatbot.core import Core, Defaults, ModelInfo
-    from chatbot.frontends.console import Console
     from chatbot.publishers.factory import build_publishers
     from chatbot.scheduler import Scheduler
     from model.worker import ModelWorker
+
+    db = await open_log(settings)
+    loaded = []
+
+    def load():
+        loaded.append(open_sampler(settings, None, None, None))
+        return loaded[0]
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    try:
+        async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
+            run = loaded[0].run
+            model = ModelInfo(run.name, run.checkpoint_id, str(loaded[0].device))
+            defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
+            core = Core(db, worker, build_publishers(settings), model, defaults)
+            frontends = chat_frontends(settings, core)
+            helpers = [Scheduler(core, db, [frontend for frontend, _ in frontends]).run_forever()]
+            if settings.health_file:
+                helpers.append(health.beat(settings.health_file, [frontend for frontend, _ in frontends]))
+            await serve([serving for _, serving in frontends], helpers)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await db.close()
+
+
+async def open_log(settings):
     from storage import Database
 
     db = Database(settings.database_url)
@@ -299,28 +338,47 @@ async def run_console(settings) -> None:
         print(f"warning: {unknown} post(s) were in flight when proverbot last stopped and their outcome is unknown: "
               "check the account, then record it with `proverbot db settle-post ID posted|failed` "
               "(see `proverbot history --kind posts`).", file=sys.stderr)
-    loaded = []
+    return db
 
-    def load():
-        loaded.append(open_sampler(settings, None, None, None))
-        return loaded[0]
 
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+def chat_frontends(settings, core) -> list[tuple[object, Awaitable[None]]]:
+    """(front end, the coroutine that serves it) for every chat platform with credentials; else the terminal."""
+    frontends = []
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if token:
+        from chatbot.frontends.discord_bot import DiscordBot, DiscordOptions
+
+        bot = DiscordBot(core, DiscordOptions.from_settings(settings))
+        frontends.append((bot, bot.serve(token)))
+    if not frontends:
+        from chatbot.frontends.console import Console
+
+        console = Console(core)
+        frontends.append((console, console.run()))
+    log.info("serving %s", ", ".join(frontend.platform for frontend, _ in frontends))
+    return frontends
+
+
+async def serve(frontends: list[Awaitable[None]], helpers: list[Awaitable[None]]) -> None:
+    """Run the front ends and their helpers until the first front end ends (or fails: its error is raised);
+    everything else is then cancelled and awaited."""
+    serving = [asyncio.create_task(coroutine) for coroutine in frontends]
+    background = [asyncio.create_task(coroutine) for coroutine in helpers]
     try:
-        async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
-            run = loaded[0].run
-            model = ModelInfo(run.name, run.checkpoint_id, str(loaded[0].device))
-            defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
-            core = Core(db, worker, build_publishers(settings), model, defaults)
-            console = Console(core)
-            scheduler = asyncio.create_task(Scheduler(core, db, [console]).run_forever())
-            try:
-                await console.run()
-            finally:
-                scheduler.cancel()
-                await asyncio.gather(scheduler, return_exceptions=True)
+        done, _ = await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
     finally:
-        await db.close()
+        for task in serving + background:
+            task.cancel()
+        await asyncio.gather(*serving, *background, return_exceptions=True)
+
+
+def cmd_health(args) -> None:
+    path = load_settings().health_file
+    if path is None:
+        raise ProverbotError("No health_file is set (PROVERBOT_HEALTH_FILE): the bot writes no heartbeat to check.")
+    print(health.check(path, args.max_age))
 
 
 def cmd_import(args) -> None:

@@ -73,6 +73,19 @@ class Settings(BaseSettings):
     bluesky_base_url: str | None = Field(None, description="Your PDS, when it is not https://bsky.social.")
     bluesky_posts_per_day: int = Field(48, ge=0, description="Most posts on Bluesky in any 24 hours (0: no quota).")
 
+    # Discord (the bot token: the DISCORD_TOKEN variable; see README "Discord")
+    discord_guild_id: int | None = Field(None, description="Sync slash commands to this server only (instant; for "
+                                         "development); empty: globally, for every server the bot is in.")
+    discord_post_roles: list[str] = Field(default_factory=list, description="Roles (names or ids) whose members may "
+                                          "/post and set schedules, besides discord_post_permission.")
+    discord_post_permission: str = Field("manage_guild", description="Members with this Discord permission may /post "
+                                         "and set schedules (manage_guild, manage_messages, administrator, ...).")
+    discord_vote_emoji: list[str] = Field(["👍"], min_length=1, description="Reactions that count as votes (unicode "
+                                          "emoji, or <:name:id> for a server's own).")
+    # running
+    health_file: Path | None = Field(None, description="Heartbeat file the running bot writes every 30 s, for "
+                                     "`proverbot health` (the Docker image sets /data/proverbot.health).")
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]

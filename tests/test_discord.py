@@ -6,6 +6,8 @@ import asyncio
 import discord
 import pytest
 
+from chatbot.cli import run_bot
+from chatbot.config import ConfigError, load_settings
 from chatbot.core import Context, Defaults
 from chatbot.frontends.discord_bot import (
     LIMIT,
@@ -16,13 +18,8 @@ from chatbot.frontends.discord_bot import (
     quote,
 )
 from chatbot.scheduler import Scheduler
-from tests.fakes.discord_api import (
-    CHANNEL_ID,
-    MANAGE_GUILD,
-    POSTER_ROLE_ID,
-    FakeDiscord,
-    Focused,
-)
+from model.errors import ProverbotError
+from tests.fakes.discord_api import CHANNEL_ID, MANAGE_GUILD, POSTER_ROLE_ID, TOKEN, FakeDiscord, Focused
 from tests.test_core import make_core
 from tests.test_scheduler import START, FakeClock
 
@@ -44,7 +41,7 @@ async def fake():
 
 async def start_bot(fake: FakeDiscord, core) -> tuple[DiscordBot, asyncio.Task]:
     bot = DiscordBot(core, DiscordOptions(post_roles=("poster",), vote_emoji=("👍", "🔥")), guild_ready_timeout=0.05)
-    await bot.login("test-token")
+    await bot.login(TOKEN)
     task = asyncio.create_task(bot.connect())
     await asyncio.wait_for(bot.wait_until_ready(), 30)
     return bot, task
@@ -307,3 +304,46 @@ async def test_a_scheduled_run_shows_its_batch_in_the_channel_and_posts_the_winn
     winner = usable[1] if len(usable) >= 2 else usable[0]
     last = [r.body for r in fake.requests if r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages"][-1]
     assert last["content"].startswith(f"Scheduled post: Posted [#{winner.id}] on dryrun: https://")
+
+
+# --- proverbot run ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def bot_settings(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVERBOT_CHECKPOINT_DIR", str(trained_run.parent))
+    monkeypatch.setenv("PROVERBOT_HEALTH_FILE", str(tmp_path / "proverbot.health"))
+    monkeypatch.setenv("PROVERBOT_DEVICE", "cpu")
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    return load_settings()
+
+
+async def test_run_serves_discord_when_a_token_is_set_and_stops_cleanly(fake, bot_settings, db):
+    task = asyncio.create_task(run_bot(bot_settings))
+    await fake.until(lambda: fake.identified.is_set() and fake.synced)
+    interaction = await ask(fake, {"count": 2})
+    assert interaction.original["content"].startswith("ada asked: [")
+    assert bot_settings.health_file.exists()                       # the heartbeat is written from the start
+    task.cancel()                                                  # what SIGTERM does, while candidates are sent
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 30)
+    generation = (await db.history("generations"))[0]
+    assert generation.status == "ok"
+    shown = [c for c in (await db.get_generation(generation.id)).candidates if c.usable]
+    assert len(interaction.followups) == len(shown)               # the command in flight finished first
+    assert all(c.message_id for c in shown)
+
+
+async def test_a_refused_token_ends_run_with_a_clear_error(fake, bot_settings, monkeypatch):
+    monkeypatch.setenv("DISCORD_TOKEN", "not-the-token")
+    with pytest.raises(ProverbotError, match=r"Discord refused DISCORD_TOKEN \(401\)") as refused:
+        await asyncio.wait_for(run_bot(load_settings()), 60)
+    assert "not-the-token" not in str(refused.value)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"discord_post_permission": "post_things"}, "'post_things' is not a Discord permission"),
+    ({"discord_vote_emoji": [" "]}, "discord_vote_emoji needs at least one emoji"),
+])
+async def test_bad_discord_settings_are_refused(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        DiscordOptions.from_settings(load_settings(**settings))

@@ -181,6 +181,9 @@ class Console:
 
     # --- what the scheduler calls (chatbot.scheduler.Frontend) -------------------------------------------------
 
+    def healthy(self) -> bool:
+        return True
+
     def quote(self, text: str) -> str:
         return text
 

@@ -28,6 +28,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from chatbot import replies
+from chatbot.config import ConfigError
 from chatbot.core import (
     COUNT,
     LENGTH,
@@ -47,6 +48,7 @@ PLATFORM = "discord"
 LIMIT = 2000                        # characters in one Discord message
 TRIMMED = " … [trimmed]"
 NO_PINGS = discord.AllowedMentions.none()
+SHUTDOWN_GRACE = 8.0                # seconds commands in flight get to finish when the bot stops
 
 
 class NotAllowed(ProverbotError):
@@ -59,6 +61,18 @@ class DiscordOptions:
     post_roles: tuple[str, ...] = ()                          # role names or ids that may /post
     post_permission: str = "manage_guild"                     # ... as may members with this permission
     vote_emoji: tuple[str, ...] = field(default=("👍",))
+
+    def __post_init__(self) -> None:
+        if self.post_permission not in discord.Permissions.VALID_FLAGS:
+            raise ConfigError(f"discord_post_permission {self.post_permission!r} is not a Discord permission; use "
+                              "e.g. manage_guild, manage_messages or administrator.")
+        if not self.vote_emoji or any(not emoji.strip() or len(emoji) > 64 for emoji in self.vote_emoji):
+            raise ConfigError("discord_vote_emoji needs at least one emoji, each a unicode emoji or <:name:id>.")
+
+    @classmethod
+    def from_settings(cls, settings) -> DiscordOptions:
+        return cls(settings.discord_guild_id, tuple(settings.discord_post_roles), settings.discord_post_permission,
+                   tuple(settings.discord_vote_emoji))
 
 
 def quote(text: str) -> str:
@@ -272,6 +286,16 @@ class Proverbs(commands.Cog):
         task.add_done_callback(self.background.discard)
 
 
+class Tree(app_commands.CommandTree):
+    """The command tree, keeping track of the commands in flight so that a shutdown can let them finish."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        task = asyncio.current_task()                 # the task discord.py runs this command (or autocomplete) in
+        self.client.in_flight.add(task)
+        task.add_done_callback(self.client.in_flight.discard)
+        return True
+
+
 class DiscordBot(commands.Bot):
     """The bot: the Proverbs cog, command sync at start, and what the scheduler needs (chatbot.scheduler.Frontend)."""
 
@@ -282,7 +306,8 @@ class DiscordBot(commands.Bot):
         intents.guilds = True                 # channels and roles; no member list, no message content
         intents.guild_reactions = True        # the votes
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, allowed_mentions=NO_PINGS,
-                         help_command=None, **client_options)
+                         help_command=None, tree_cls=Tree, **client_options)
+        self.in_flight: set[asyncio.Task] = set()
         self.core = core
         self.options = options or DiscordOptions()
         self.tree.on_error = self.on_app_command_error
@@ -330,9 +355,24 @@ class DiscordBot(commands.Bot):
         try:
             await self.connect()
         finally:
+            await self.finish_in_flight()
             await self.close()
 
+    async def finish_in_flight(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Let the commands in flight answer (within `grace` seconds: Docker kills after 10), then cancel the rest;
+        a cancelled /proverb is logged as failed, a cancelled /post stays pending and is settled at the next start."""
+        if not self.in_flight:
+            return
+        log.info("shutting down: waiting up to %g s for %d command(s) in flight", grace, len(self.in_flight))
+        _, late = await asyncio.wait(set(self.in_flight), timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
     # --- chatbot.scheduler.Frontend --------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return self.is_ready() and not self.is_closed() and self.latency != float("inf")
 
     def quote(self, text: str) -> str:
         return quote(text)

@@ -31,6 +31,7 @@ GUILD_ID = 1_100_000_000_000_000_002
 CHANNEL_ID = 1_100_000_000_000_000_003
 POSTER_ROLE_ID = 1_100_000_000_000_000_004
 MANAGE_GUILD = 1 << 5
+TOKEN = "test-token"                 # the bot token the fake accepts
 
 
 def user(user_id: int, name: str, bot: bool = False) -> dict:
@@ -202,6 +203,8 @@ class FakeDiscord:
             body = await self.multipart_json(request)
         path = "/" + request.match_info["path"]
         self.requests.append(Request(request.method, path, body))
+        if not path.startswith(("/interactions/", "/webhooks/")) and request.headers.get("Authorization") != f"Bot {TOKEN}":
+            return answer({"message": "401: Unauthorized", "code": 0}, status=401)
         parts = path.strip("/").split("/")
         route = (request.method, *parts)
         match route:
