@@ -119,7 +119,7 @@ def cmd_post(args) -> int:
 
 
 def cmd_tweet(args) -> int:
-    from chatbot.cli import open_sampler, print_summary, sample_and_log
+    from chatbot.cli import open_sampler, sample_and_log
     from chatbot.publishers.factory import build_publishers
     from model.sample import SampleRequest
 
@@ -133,7 +133,7 @@ def cmd_tweet(args) -> int:
     request.check()
     sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device)
     batch = asyncio.run(sample_and_log(settings, sampler, request))
-    print_summary(batch, count)
+    print(f"{len(batch.usable)} usable candidates from {batch.samples} samples (generation #{batch.generation_id}).")
     posted = asyncio.run(post_a_candidate(settings, publishers, batch.generation_id, args.pick, args.seed, args.to))
     report(posted)
     return 0
@@ -213,5 +213,6 @@ def cli_context():
 
 
 def report(posted) -> None:
+    """On stdout: cron mails only what a failure prints on stderr."""
     print(f"Posted on {posted.platform}: {posted.url} (post #{posted.post_id})")
     print(posted.text)

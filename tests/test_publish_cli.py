@@ -237,9 +237,9 @@ def test_tweet_samples_picks_and_posts_one(monkeypatch, capsys, trained_run, fak
     with_x(monkeypatch)
     code, out, err = tweet(capsys, trained_run, "--count", "3", "--seed", "11", "--temperature", "1.0")
     assert code == 0, err
-    assert "candidates" in err and out.startswith("Posted on x: https://x.com/i/web/status/")
+    assert err == "" and out.splitlines()[1].startswith("Posted on x: https://x.com/i/web/status/")
     [text] = fake_x.tweets.values()
-    assert text == out.splitlines()[1] and text in logged_candidates(capsys)
+    assert "usable candidates from" in out and text == out.splitlines()[2] and text in logged_candidates(capsys)
 
 
 def test_tweet_best_picks_the_highest_score_and_skips_what_was_posted(monkeypatch, capsys, trained_run):
@@ -247,14 +247,14 @@ def test_tweet_best_picks_the_highest_score_and_skips_what_was_posted(monkeypatc
 
     argv = ("--count", "2", "--seed", "5", "--temperature", "1.0", "--pick", "best")
     code, out, err = tweet(capsys, trained_run, *argv)
-    assert code == 0 and out.startswith("Posted on dryrun: https://dry-run.invalid/posts/"), err
+    assert code == 0 and out.splitlines()[1].startswith("Posted on dryrun: https://dry-run.invalid/posts/"), err
     usable = logged_candidates(capsys)
-    first = out.splitlines()[1]
+    first = out.splitlines()[2]
     assert score(first) == max(score(text) for text in usable)
     if len(usable) < 2:
         pytest.skip("the tiny model gave one usable candidate")
     code, out, _ = tweet(capsys, trained_run, *argv)      # the same seed: the same candidates
-    assert code == 0 and out.splitlines()[1] != first
+    assert code == 0 and out.splitlines()[2] != first
     code, _, err = tweet(capsys, trained_run, *argv)
     assert code == 1 and "Nothing to post from generation #3: all of them were posted before" in err
 
