@@ -1,7 +1,8 @@
 # proverbot in a container. CPU build of torch by default; for a CUDA build:
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t proverbot .
-# Run folders and the database live in /data (mount a volume there). Until the Discord front end lands the bot
-# runs in the terminal: docker run -it -v proverbot:/data proverbot
+# Run folders, the database and the heartbeat live in /data (mount a volume there). On Discord:
+#   docker run -d -e DISCORD_TOKEN -v proverbot-data:/data proverbot
+# without a token it is the terminal bot: docker run -it -v proverbot-data:/data proverbot
 FROM python:3.11-slim
 
 ARG TORCH_SPEC=torch==2.13.0
@@ -10,7 +11,8 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PROVERBOT_CHECKPOINT_DIR=/data/checkpoints \
-    PROVERBOT_DATABASE_URL=sqlite+aiosqlite:////data/proverbot.db
+    PROVERBOT_DATABASE_URL=sqlite+aiosqlite:////data/proverbot.db \
+    PROVERBOT_HEALTH_FILE=/data/proverbot.health
 
 WORKDIR /app
 RUN pip install "${TORCH_SPEC}" --index-url "${TORCH_INDEX}"
@@ -24,5 +26,8 @@ RUN pip install .
 RUN useradd --create-home proverbot && mkdir -p /data && chown proverbot /data
 USER proverbot
 VOLUME /data
+# the bot beats every 30 s; the first start may train the embedded default for a few minutes first
+HEALTHCHECK --interval=60s --timeout=10s --start-period=10m --retries=3 CMD ["proverbot", "health"]
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["proverbot"]
 CMD ["run"]

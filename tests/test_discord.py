@@ -14,6 +14,7 @@ from chatbot.frontends.discord_bot import (
     DiscordBot,
     DiscordOptions,
     fit,
+    invite_url,
     pages,
     quote,
 )
@@ -91,6 +92,11 @@ async def test_commands_are_synced_with_their_ranges_and_descriptions(fake, bot)
     daily = next(sub for sub in commands["schedule"]["options"] if sub["name"] == "daily")
     assert [option["name"] for option in daily["options"]] == ["time", "timezone", "window"]
     assert bot.intents == discord.Intents(guilds=True, guild_reactions=True)     # nothing privileged
+
+
+async def test_the_invite_link_asks_for_exactly_what_the_bot_needs():
+    assert invite_url(1234) == ("https://discord.com/oauth2/authorize?client_id=1234&scope=bot+applications.commands"
+                                "&permissions=68672")    # view channel, send messages, add reactions, read history
 
 
 # --- /proverb --------------------------------------------------------------------------------------------------

@@ -49,6 +49,14 @@ LIMIT = 2000                        # characters in one Discord message
 TRIMMED = " … [trimmed]"
 NO_PINGS = discord.AllowedMentions.none()
 SHUTDOWN_GRACE = 8.0                # seconds commands in flight get to finish when the bot stops
+# What the bot needs in a channel: to see it, send the scheduled batches, add the vote reactions (which needs the
+# message history). Slash-command answers go through the interaction itself.
+PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, add_reactions=True, read_message_history=True)
+
+
+def invite_url(application_id: int) -> str:
+    """The link that adds the bot to a server with exactly the permissions it needs, and its slash commands."""
+    return discord.utils.oauth_url(application_id, permissions=PERMISSIONS, scopes=("bot", "applications.commands"))
 
 
 class NotAllowed(ProverbotError):
@@ -343,7 +351,8 @@ class DiscordBot(commands.Bot):
             log.warning("could not tell %s: %s", interaction.user.id, text)
 
     async def on_ready(self) -> None:
-        log.info("logged in to Discord as %s (%s) in %d server(s)", self.user, self.user.id, len(self.guilds))
+        log.info("logged in to Discord as %s (%s) in %d server(s); invite it with %s", self.user, self.user.id,
+                 len(self.guilds), invite_url(self.application_id))
 
     async def serve(self, token: str) -> None:
         """Log in and stay connected (reconnecting as needed) until cancelled or closed."""
