@@ -170,15 +170,14 @@ async def test_no_secret_is_ever_logged_or_printed(fake, caplog, capsys):
 
 def test_credentials_from_the_environment():
     credentials = x_credentials(None, ENV)
-    assert credentials.values() == tuple(KEYS.values()) and credentials.source == "the TWITTER_* environment variables"
+    assert credentials == XCredentials(**KEYS, source="the TWITTER_* environment variables")
     assert KEYS["consumer_secret"] not in repr(credentials)
 
 
 def test_credentials_from_the_tutorials_file_and_the_environment_first(tmp_path):
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({key: f" {value}\n" for key, value in TUTORIAL_FILE.items()}))
-    assert x_credentials(path, {}).values() == tuple(KEYS.values())
-    assert x_credentials(path, {}).source == str(path)
+    assert x_credentials(path, {}) == XCredentials(**KEYS, source=str(path))
     assert x_credentials(path, ENV).source == "the TWITTER_* environment variables"
     assert x_credentials(None, {}) is None
 

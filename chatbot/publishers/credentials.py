@@ -42,9 +42,6 @@ class XCredentials:
     def __repr__(self) -> str:
         return f"XCredentials(from {self.source})"
 
-    def values(self) -> tuple[str, ...]:
-        return tuple(getattr(self, field) for field in X_ENV)
-
     def shape_problems(self) -> list[str]:
         """What looks wrong without asking X: stray spaces or quotes, an access token of the wrong form."""
         problems = []

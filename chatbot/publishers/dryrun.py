@@ -11,8 +11,6 @@ from chatbot.publishers.lengths import x_limits
 
 class DryRunPublisher:
     name = "dryrun"
-    title = "dryrun"
-    source = "nothing is sent anywhere"
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or x_limits()
@@ -22,6 +20,3 @@ class DryRunPublisher:
         self.published.append(text)
         number = secrets.token_hex(6)   # unique across restarts, unlike a counter
         return PublishResult(remote_id=f"dry-run-{number}", url=f"https://dry-run.invalid/posts/{number}")
-
-    async def verify(self) -> str:
-        return "dry run: posts are recorded in the log with a fake URL"

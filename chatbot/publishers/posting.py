@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from chatbot.publishers import (
@@ -77,7 +78,7 @@ class Poster:
         limits, title = limits_of(publisher), title_of(publisher)
         post = await self.db.begin_post(publisher.name, candidate_id=candidate_id, text=text,
                                         requested_by_id=ctx.user_id, requested_by_name=ctx.user_name,
-                                        check=lambda words: limits.check(title, words), quota=limits.posts_per_day)
+                                        check=partial(limits.check, title), quota=limits.posts_per_day)
         try:
             result = await publisher.publish(post.text)
         except OutcomeUnknown as err:
