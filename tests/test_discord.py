@@ -2,6 +2,7 @@
 (tests/fakes/discord_api.py), with the session's tiny model in a real worker and a real SQLite log."""
 
 import asyncio
+import threading
 
 import discord
 import pytest
@@ -20,6 +21,7 @@ from chatbot.frontends.discord_bot import (
 )
 from chatbot.scheduler import Scheduler
 from model.errors import ProverbotError
+from model.worker import ModelWorker
 from tests.fakes.discord_api import CHANNEL_ID, MANAGE_GUILD, POSTER_ROLE_ID, TOKEN, FakeDiscord, Focused
 from tests.test_core import make_core
 from tests.test_scheduler import START, FakeClock
@@ -353,3 +355,37 @@ async def test_a_refused_token_ends_run_with_a_clear_error(fake, bot_settings, m
 async def test_bad_discord_settings_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):
         DiscordOptions.from_settings(load_settings(**settings))
+
+
+class GatedSampler:
+    """The real sampler behind a gate the test opens: requests pile up in the worker's queue meanwhile."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler, self.gate, self.started = sampler, threading.Event(), threading.Event()
+
+    def candidates(self, request):
+        self.started.set()
+        self.gate.wait(60)
+        return self.sampler.candidates(request)
+
+
+async def test_a_waiting_request_shows_its_place_and_a_full_queue_says_busy(fake, db, sampler):
+    gated = GatedSampler(sampler)
+    async with ModelWorker(lambda: gated, max_queue=1) as worker:
+        bot, task = await start_bot(fake, make_core(db, worker, sampler))
+        try:
+            running = await fake.command("proverb", {"count": 1})
+            await asyncio.to_thread(gated.started.wait, 30)
+            waiting = await fake.command("proverb", {"count": 1})
+            await fake.until(lambda: waiting.original and waiting.original["content"])
+            assert waiting.original["content"] == "Waiting for the model: #1 in the queue."
+            refused = await fake.command("proverb", {"count": 1})
+            await fake.until(lambda: refused.answered)
+            assert refused.original["content"] == ("Sorry: The model is busy (1 requests waiting); try again "
+                                                   "shortly.")
+            gated.gate.set()
+            await fake.until(lambda: running.followups and waiting.followups)
+            assert waiting.original["content"].startswith("ada asked: [")
+        finally:
+            gated.gate.set()
+            await stop_bot(bot, task)

@@ -357,11 +357,11 @@ class DiscordBot(commands.Bot):
     async def serve(self, token: str) -> None:
         """Log in and stay connected (reconnecting as needed) until cancelled or closed."""
         try:
-            await self.login(token)
-        except discord.LoginFailure:
-            raise ProverbotError("Discord refused DISCORD_TOKEN (401): copy the bot token again from the "
-                                 "Developer Portal (Bot → Reset Token).") from None
-        try:
+            try:
+                await self.login(token)
+            except discord.LoginFailure:
+                raise ProverbotError("Discord refused DISCORD_TOKEN (401): copy the bot token again from the "
+                                     "Developer Portal (Bot → Reset Token).") from None
             await self.connect()
         finally:
             await self.finish_in_flight()
