@@ -96,7 +96,7 @@ class Scheduler:
             await self.frontends[ctx.platform].present(
                 ctx, asked, f"Scheduled post: voting closes in {window} min; nobody votes: 1 is posted.")
             await self.clock.sleep(window * 60)
-            posted = await self.core.post(ctx, await self.core.winner_of(asked.generation_id))
+            posted = await self.core.post(ctx, await self.core.winner_of(asked.generation_id), to=schedule.publisher)
             await self.say(ctx, f"Scheduled post: {replies.posted(posted, self.frontends[ctx.platform].quote)}")
         except asyncio.CancelledError:
             raise

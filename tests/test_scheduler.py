@@ -10,6 +10,8 @@ import pytest
 
 from chatbot.core import AskResult, BadRequest, Context, Core, Defaults
 from chatbot.frontends.console import Console
+from chatbot.publishers.dryrun import DryRunPublisher
+from chatbot.publishers.registry import Publishers
 from chatbot.scheduler import BOT_ID, Scheduler
 from model.worker import ModelWorker
 from storage import Database
@@ -271,3 +273,20 @@ async def test_console_announce_prints_only_its_own_channel():
     await console.announce(Context("console", channel_id="terminal"), "posted!")
     await console.announce(Context("console", channel_id="elsewhere"), "not here")
     assert out.getvalue() == "posted!\n"
+
+
+class Mastodon(DryRunPublisher):
+    name = "mastodon"
+
+
+async def test_a_schedule_posts_on_its_own_publisher(db, worker, sampler):
+    core = core_for_tests(db, worker, sampler, publisher=Publishers([DryRunPublisher(), Mastodon()]),
+                          defaults=Defaults(count=3, length=20, batch_size=8, temperature=1.0))
+    clock, said = FakeClock(START), Announcements()
+    await core.set_schedule(ADA, "09:00", window_minutes=1, at=START, publisher="mastodon")
+    clock.advance(hours=1)
+    tasks = await Scheduler(core, db, [said], clock).run_due()
+    await clock.sleeping(1)
+    clock.advance(minutes=1)
+    await asyncio.gather(*tasks)
+    assert [post.platform for post in await db.history("posts")] == ["mastodon"]
