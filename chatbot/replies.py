@@ -55,9 +55,12 @@ def history(posts: Iterable[PostInfo], quote: Quote = plain) -> list[str]:
 
 
 def status(s: Status) -> str:
+    """The model, the queue, and per publisher (the default first) its posts in the last 24 hours against its quota."""
     model = s.model
+    posts = ", ".join(f"{p.title} {p.posts_last_24h}" + (f" of {p.quota}" if p.quota else "") for p in s.publishers)
+    note = f" {s.note}" if s.note else ""
     return (f"Model: {model.run_name} (checkpoint {model.checkpoint_id}) on {model.device}; queue: {s.queue_length} "
-            f"waiting; posts on {s.publisher} in the last 24 h: {s.posts_last_24h}.")
+            f"waiting; posts in the last 24 h: {posts}.{note}")
 
 
 def schedule(s: ScheduleInfo | None) -> str:

@@ -66,7 +66,7 @@ async def test_bad_input_prints_one_line_and_goes_on(sampler):
         "error: n must be a number from 1 to 50 (got 'many').",
     ]
     assert "Traceback" not in output
-    assert f"Model: {sampler.run.name}" in output and "posts on dryrun in the last 24 h: 0" in output
+    assert f"Model: {sampler.run.name}" in output and "posts in the last 24 h: dryrun 0." in output
     assert "/history [n]" in output
 
 

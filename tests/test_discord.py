@@ -264,7 +264,7 @@ async def test_history_and_status_answer_privately(fake, bot, db):
     await fake.until(lambda: history.answered and status.answered)
     assert history.ephemeral and status.ephemeral
     assert history.callbacks[0]["data"]["content"].startswith("post #1 posted on dryrun ")
-    assert "queue: 0 waiting; posts on dryrun in the last 24 h: 1." in status.callbacks[0]["data"]["content"]
+    assert "queue: 0 waiting; posts in the last 24 h: dryrun 1." in status.callbacks[0]["data"]["content"]
     assert status.callbacks[0]["data"]["content"].endswith("No schedule here.")
 
 

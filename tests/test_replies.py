@@ -1,0 +1,22 @@
+"""The shared wording of the front ends."""
+
+from chatbot import replies
+from chatbot.core import ModelInfo, Status
+from chatbot.publishers.posting import PublisherUsage
+from storage import AlreadyPosted
+
+
+def test_status_lists_every_publisher_against_its_quota_default_first():
+    usage = (PublisherUsage("x", "X", 3, 17, True), PublisherUsage("mastodon", "Mastodon", 0, None, False))
+    status = Status(ModelInfo("default", "2320050d41be", "cpu"), 2, 3, "x", usage)
+    assert replies.status(status) == ("Model: default (checkpoint 2320050d41be) on cpu; queue: 2 waiting; posts in "
+                                      "the last 24 h: X 3 of 17, Mastodon 0.")
+    dry = Status(status.model, 0, 0, "dryrun", (PublisherUsage("dryrun", "dryrun", 0, None, True),),
+                 note="Dry run: nothing is posted.")
+    assert replies.status(dry).endswith("posts in the last 24 h: dryrun 0. Dry run: nothing is posted.")
+
+
+def test_an_already_posted_error_gives_the_link():
+    err = AlreadyPosted("x", post_id=7, platform="x", url="https://x.com/p/status/1", remote_id="1")
+    assert replies.error(err) == "already posted: https://x.com/p/status/1 (post #7)"
+    assert replies.error(AlreadyPosted("x", 8, "x", None, None)) == "already posted: no link recorded (post #8)"
