@@ -59,11 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=lambda args: parser.print_help())
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="the bot: on Discord with DISCORD_TOKEN, else in the terminal",
+    run = commands.add_parser("run", help="the bot: on Discord and/or Slack when their tokens are set, else in the "
+                              "terminal",
                               description="Start the bot: the log, the model worker (training the embedded default "
                               "if no run exists), the publishers, the daily scheduler and every front end whose "
-                              "credentials are set: Discord with DISCORD_TOKEN. With none, the terminal front end, "
-                              "which reads commands from stdin (also from a pipe): /help lists them.")
+                              "credentials are set, all sharing the one model worker and log: Discord with "
+                              "DISCORD_TOKEN; Slack with SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode), or "
+                              "SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET with slack_http = true (HTTP mode on "
+                              "slack_port). With none, the terminal front end, which reads commands from stdin (also "
+                              "from a pipe): /help lists them.")
     run.set_defaults(func=cmd_run)
 
     health_check = commands.add_parser("health", help="is the running bot alive and connected? (for HEALTHCHECK)",
@@ -297,7 +301,8 @@ def cmd_run(args) -> int:
 
 async def run_bot(settings) -> None:
     """The bot: the log, one model worker, the publishers, the daily scheduler and every front end whose
-    credentials are set (Discord: DISCORD_TOKEN); with none, the terminal. Ends when a front end does
+    credentials are set (Discord: DISCORD_TOKEN; Slack: SLACK_BOT_TOKEN with SLACK_APP_TOKEN or, in HTTP mode,
+    SLACK_SIGNING_SECRET); with none, the terminal. Ends when a front end does
     (the console's /quit, a refused token) or on SIGTERM."""
     from chatbot.core import Core, Defaults, ModelInfo
     from chatbot.publishers.factory import build_publishers
@@ -350,6 +355,12 @@ def chat_frontends(settings, core) -> list[tuple[object, Awaitable[None]]]:
 
         bot = DiscordBot(core, DiscordOptions.from_settings(settings))
         frontends.append((bot, bot.serve(token)))
+    if any(os.environ.get(name, "").strip() for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")):
+        from chatbot.frontends.slack_bot import SlackBot, SlackOptions, SlackTokens
+
+        options = SlackOptions.from_settings(settings)
+        slack = SlackBot(core, options, SlackTokens.from_environment(options.http))
+        frontends.append((slack, slack.serve()))
     if not frontends:
         from chatbot.frontends.console import Console
 

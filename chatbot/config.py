@@ -82,6 +82,17 @@ class Settings(BaseSettings):
                                          "and set schedules (manage_guild, manage_messages, administrator, ...).")
     discord_vote_emoji: list[str] = Field(["👍"], min_length=1, description="Reactions that count as votes (unicode "
                                           "emoji, or <:name:id> for a server's own).")
+    # Slack (tokens: the SLACK_BOT_TOKEN and SLACK_APP_TOKEN or SLACK_SIGNING_SECRET variables; see README "Slack")
+    slack_post_users: list[str] = Field(default_factory=list, description="Slack user ids (U...) who may /post and "
+                                        "set schedules.")
+    slack_post_usergroups: list[str] = Field(default_factory=list, description="Slack user group ids (S...) whose "
+                                             "members may /post and set schedules.")
+    slack_post_admins: bool = Field(True, description="Workspace admins and owners may /post and set schedules.")
+    slack_vote_reactions: list[str] = Field(["+1"], min_length=1, description="Reaction names that count as votes "
+                                            "(+1 is 👍; any skin tone counts), e.g. [\"+1\", \"fire\"].")
+    slack_http: bool = Field(False, description="Take Slack's requests over HTTP (needs SLACK_SIGNING_SECRET and a "
+                             "public URL) instead of Socket Mode (SLACK_APP_TOKEN).")
+    slack_port: int = Field(3000, ge=1, le=65535, description="The port HTTP mode listens on (path /slack/events).")
     # running
     health_file: Path | None = Field(None, description="Heartbeat file the running bot writes every 30 s, for "
                                      "`proverbot health` (the Docker image sets /data/proverbot.health).")

@@ -21,6 +21,15 @@ from typing import TextIO
 
 from chatbot import replies
 from chatbot.core import AskResult, BadRequest, Context, Core
+from chatbot.frontends.common import (
+    PROVERB_KEYS,
+    SCHEDULE_USAGE,
+    candidate_id,
+    history_size,
+    no_arguments,
+    parse_options,
+    schedule_options,
+)
 from model.errors import ProverbotError
 
 log = logging.getLogger(__name__)
@@ -35,9 +44,6 @@ HELP = """Commands:
   /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10]   post the top-voted of a daily batch here
   /schedule show, /schedule off
   /help, /quit"""
-
-PROVERB_KEYS = ("prefix", "temperature", "count", "length")
-SCHEDULE_KEYS = ("time", "timezone", "window")
 
 
 class Quit(Exception):
@@ -151,9 +157,7 @@ class Console:
         self.say(replies.posted(await self.core.post(self.ctx, candidate_id)))
 
     async def history(self, args: list[str]) -> None:
-        if len(args) > 1:
-            raise BadRequest("/history takes at most one number: how many posts to show.")
-        self.say("\n".join(replies.history(await self.core.history(self.ctx, args[0] if args else 10))))
+        self.say("\n".join(replies.history(await self.core.history(self.ctx, history_size(args)))))
 
     async def status(self, args: list[str]) -> None:
         no_arguments(args, "/status")
@@ -162,13 +166,7 @@ class Console:
     async def schedule(self, args: list[str]) -> None:
         action = args[0].lower() if args else ""
         if action == "daily":
-            options = parse_options(args[1:], SCHEDULE_KEYS)
-            if "time" not in options:
-                raise BadRequest("/schedule daily needs time:HH:MM, e.g. /schedule daily time:09:30 timezone:UTC.")
-            kwargs = {"timezone": options["timezone"]} if "timezone" in options else {}
-            if "window" in options:
-                kwargs["window_minutes"] = options["window"]
-            self.say(replies.schedule(await self.core.set_schedule(self.ctx, options["time"], **kwargs)))
+            self.say(replies.schedule(await self.core.set_schedule(self.ctx, **schedule_options(args[1:]))))
         elif action == "show":
             no_arguments(args[1:], "/schedule show")
             self.say(replies.schedule(await self.core.schedule(self.ctx)))
@@ -176,8 +174,7 @@ class Console:
             no_arguments(args[1:], "/schedule off")
             self.say("Schedule off." if await self.core.schedule_off(self.ctx) else "There was no schedule on here.")
         else:
-            raise BadRequest("Use /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10], /schedule show "
-                             "or /schedule off.")
+            raise BadRequest(SCHEDULE_USAGE)
 
     # --- what the scheduler calls (chatbot.scheduler.Frontend) -------------------------------------------------
 
@@ -209,29 +206,4 @@ class Console:
             return "", None
         if len(args) > 1:
             raise BadRequest("Give one candidate: its number in the latest batch, or #ID.")
-        text = args[0]
-        if text.startswith("#") and text[1:].isdigit():
-            return text, int(text[1:])
-        if not text.isdigit():
-            raise BadRequest(f"{text!r} is not a candidate number: give e.g. 1 (latest batch) or #12 (storage id).")
-        return text, await self.core.candidate_number(self.ctx, int(text))
-
-
-def parse_options(args: list[str], keys: tuple[str, ...]) -> dict[str, str]:
-    """key:value words (quotes already removed by shlex) into a dict; unknown or repeated keys are refused."""
-    options: dict[str, str] = {}
-    for word in args:
-        key, sep, value = word.partition(":")
-        key = key.lower()
-        if not sep or key not in keys:
-            raise BadRequest(f"Cannot read {word!r}: use key:value with a key among {', '.join(keys)} "
-                             '(e.g. prefix:"thou shalt").')
-        if key in options:
-            raise BadRequest(f"{key} is given twice.")
-        options[key] = value
-    return options
-
-
-def no_arguments(args: list[str], command: str) -> None:
-    if args:
-        raise BadRequest(f"{command} takes no arguments.")
+        return args[0], await candidate_id(self.core, self.ctx, args[0])

@@ -36,17 +36,18 @@ from chatbot.core import (
     TEMPERATURE,
     WINDOW,
     AskResult,
-    BadRequest,
     Context,
     Core,
 )
+from chatbot.frontends import common
+from chatbot.frontends.common import NotAllowed, candidate_id
 from model.errors import ProverbotError
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 LIMIT = 2000                        # characters in one Discord message
-TRIMMED = " … [trimmed]"
+DANGLING = r"\\+"                   # a cut text must not end in half an escape (a backslash)
 NO_PINGS = discord.AllowedMentions.none()
 SHUTDOWN_GRACE = 8.0                # seconds commands in flight get to finish when the bot stops
 # What the bot needs in a channel: to see it, send the scheduled batches, add the vote reactions (which needs the
@@ -57,10 +58,6 @@ PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, add_rea
 def invite_url(application_id: int) -> str:
     """The link that adds the bot to a server with exactly the permissions it needs, and its slash commands."""
     return discord.utils.oauth_url(application_id, permissions=PERMISSIONS, scopes=("bot", "applications.commands"))
-
-
-class NotAllowed(ProverbotError):
-    """The member lacks the role or permission that posting needs."""
 
 
 @dataclass(frozen=True)
@@ -90,19 +87,12 @@ def quote(text: str) -> str:
 
 def fit(text: str, limit: int = LIMIT) -> str:
     """text cut to `limit` characters, with a visible mark when something was cut."""
-    return text if len(text) <= limit else text[:limit - len(TRIMMED)].rstrip("\\") + TRIMMED
+    return common.fit(text, limit, DANGLING)
 
 
 def pages(lines: Iterable[str], limit: int = LIMIT) -> list[str]:
     """Lines packed into as few messages as fit Discord's limit (a line too long for one is trimmed)."""
-    out: list[str] = []
-    for line in lines:
-        line = fit(line, limit)
-        if out and len(out[-1]) + 1 + len(line) <= limit:
-            out[-1] += "\n" + line
-        else:
-            out.append(line)
-    return out
+    return common.pages(lines, limit, DANGLING)
 
 
 def context(interaction: discord.Interaction) -> Context:
@@ -200,9 +190,9 @@ class Proverbs(commands.Cog):
     async def post(self, interaction: discord.Interaction, candidate: app_commands.Range[str, 1, 20] | None = None) -> None:
         self.check_may_post(interaction)
         ctx = context(interaction)
-        candidate_id = await self.candidate_id(ctx, candidate) if candidate else None
+        chosen = await candidate_id(self.core, ctx, candidate) if candidate else None
         await interaction.response.defer(thinking=True)
-        posted = await self.core.post(ctx, candidate_id)
+        posted = await self.core.post(ctx, chosen)
         await interaction.edit_original_response(content=fit(replies.posted(posted, quote)))
 
     @post.autocomplete("candidate")
@@ -215,15 +205,6 @@ class Proverbs(commands.Cog):
         choices = [app_commands.Choice(name=fit(f"{number}. ({row.votes}) {row.text}", 100), value=str(number))
                    for number, row in enumerate(rows, 1)]
         return [choice for choice in choices if current.lower() in choice.name.lower()][:25]
-
-    async def candidate_id(self, ctx: Context, text: str) -> int:
-        """The storage id of a candidate named by its number in the latest batch, or by #ID."""
-        text = text.strip()
-        if text.startswith("#") and text[1:].isdigit():
-            return int(text[1:])
-        if not text.isdigit():
-            raise BadRequest(f"{text!r} is not a candidate: give its number in the latest batch (1, 2, ...) or #ID.")
-        return await self.core.candidate_number(ctx, int(text))
 
     def check_may_post(self, interaction: discord.Interaction) -> None:
         permissions = interaction.permissions
