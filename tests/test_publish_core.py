@@ -1,6 +1,7 @@
 """Posting through the core and the Poster with the real publishers against loopback fakes and a real SQLite log:
 each platform's length rule, earlier posts and the quota are checked before any call, and each outcome is logged."""
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -186,3 +187,27 @@ async def test_the_core_posts_where_asked_and_reports_every_publisher(db, worker
     assert schedule.publisher == "mastodon"
     with pytest.raises(UnknownPublisher):
         await core.set_schedule(ADA, "09:00", publisher="bluesky")
+
+
+class Hanging(DryRunPublisher):
+    """A publisher whose platform never answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.called = asyncio.Event()
+
+    async def publish(self, text):
+        self.called.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_post_cancelled_mid_call_is_settled_unknown_at_once(db):
+    publisher = Hanging()
+    poster = Poster(db, publisher)
+    posting = asyncio.create_task(poster.post(ADA, await candidate(db, "A stitch in time saves nine.")))
+    await asyncio.wait_for(publisher.called.wait(), 10)
+    posting.cancel()                                     # what stopping the bot does to a /post in flight
+    with pytest.raises(asyncio.CancelledError):
+        await posting
+    [post] = await db.history("posts")
+    assert (post.status, post.last_error) == ("unknown", "proverbot stopped while the post was being sent")

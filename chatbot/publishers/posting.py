@@ -14,6 +14,7 @@ is in the audit trail.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -81,6 +82,10 @@ class Poster:
                                         check=partial(limits.check, title), quota=limits.posts_per_day)
         try:
             result = await publisher.publish(post.text)
+        except asyncio.CancelledError:             # the bot is stopping: say so now rather than at the next start
+            await self.db.settle_post(post.id, "unknown", error="proverbot stopped while the post was being sent")
+            await self.audit(ctx, post, "unknown: proverbot stopped while sending")
+            raise
         except OutcomeUnknown as err:
             await self.db.settle_post(post.id, "unknown", error=str(err))
             await self.audit(ctx, post, f"unknown: {err}")
