@@ -12,6 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from chatbot import health, publish_cli, storage_cli
+from chatbot.arguments import add_sampling_arguments, positive_int
 from chatbot.config import describe as describe_settings
 from chatbot.config import load_settings
 from model.errors import ProverbotError
@@ -118,13 +119,6 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv-column", help="CSV column holding the texts")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, required=True, help="text file, folder of .txt files, or CSV file")
     p.add_argument("--base", default="tiny", help="tiny (from scratch, default), gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
@@ -157,10 +151,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-name", help="run to sample from (default: the most recently trained)")
-    p.add_argument("--checkpoint-dir", help="where run folders live")
-    p.add_argument("--prefix", default="", help="text every sample starts with")
-    p.add_argument("--temperature", type=float, help="more than 0, at most 2.0 (default: 0.7)")
+    add_sampling_arguments(p)
     p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: off)")
     p.add_argument("--top-p", type=float, help="nucleus sampling (0: off)")
     p.add_argument("--length", type=positive_int, help="most tokens per sample")

@@ -11,7 +11,6 @@ They log as platform "cli". A post left pending by a run that died mid-post (pas
 marked unknown first, as the bot's start-up does, and never re-posted.
 """
 
-import argparse
 import asyncio
 import getpass
 import random
@@ -20,6 +19,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+from chatbot.arguments import add_sampling_arguments, positive_int
 from chatbot.config import load_settings
 from storage import AlreadyPosted, PostInProgress
 
@@ -36,10 +36,7 @@ def add_commands(commands) -> None:
     tweet = commands.add_parser("tweet", help="sample, pick and post one text (the tutorial's cron job)",
                                 description="Sample candidates, keep the usable ones, pick one and post it through "
                                 "the same checks as the bot (length, earlier posts, quota). Exit status 1 on failure.")
-    tweet.add_argument("--run-name", help="run to sample from (default: the most recently trained)")
-    tweet.add_argument("--checkpoint-dir", help="where run folders live")
-    tweet.add_argument("--prefix", default="", help="text the sample starts with")
-    tweet.add_argument("--temperature", type=float, help="more than 0, at most 2.0 (default: settings' temperature)")
+    add_sampling_arguments(tweet)
     tweet.add_argument("--length", type=positive_int, help="most tokens per sample")
     tweet.add_argument("--count", type=positive_int, help="usable candidates to choose from (default: settings' count)")
     tweet.add_argument("--seed", type=int, help="the same seed gives the same samples and the same random pick")
@@ -58,16 +55,6 @@ def add_commands(commands) -> None:
     what.add_argument("--text", help="a text of your own")
     post.add_argument("--to", help="publisher: x, mastodon, bluesky or dryrun (default: publish_to)")
     post.set_defaults(func=cmd_post)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 # -- doctor ---------------------------------------------------------------------------------------------------

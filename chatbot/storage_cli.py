@@ -10,7 +10,6 @@ The database is settings' database_url (PROVERBOT_DATABASE_URL / proverbot.toml)
 running bot's pending posts as unknown: only the bot's own start-up does that.
 """
 
-import argparse
 import asyncio
 import csv
 import getpass
@@ -20,6 +19,7 @@ import sys
 from dataclasses import asdict, fields
 from datetime import datetime
 
+from chatbot.arguments import positive_int
 from chatbot.config import load_settings
 
 # storage (SQLAlchemy, Alembic) is imported by the commands that use it: other commands start no slower.
@@ -31,7 +31,7 @@ def add_commands(commands) -> None:
     history = commands.add_parser("history", help="recent generations, candidates, votes, posts or admin actions",
                                   description="List the newest entries of the log: a table, or JSON/CSV to stdout.")
     history.add_argument("--kind", choices=list(KINDS), default="generations", help="what to list (default: %(default)s)")
-    history.add_argument("--limit", type=count, default=20, help="how many, newest first (default: %(default)s)")
+    history.add_argument("--limit", type=positive_int, default=20, help="how many, newest first (default: %(default)s)")
     history.add_argument("--platform", help="only this platform (discord, slack, x, ...)")
     output = history.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="a JSON array of objects, every field")
@@ -47,22 +47,12 @@ def add_commands(commands) -> None:
     backup.add_argument("dest", metavar="DEST", help="the new file (never overwritten)")
     backup.set_defaults(func=cmd_backup)
     settle = db_commands.add_parser("settle-post", help="record the outcome of a post after checking the platform")
-    settle.add_argument("post_id", type=count, metavar="ID", help="the post's number (see `history --kind posts`)")
+    settle.add_argument("post_id", type=positive_int, metavar="ID", help="the post's number (see `history --kind posts`)")
     settle.add_argument("status", choices=["posted", "failed"], help="posted: it is online; failed: it is not (retry allowed)")
     settle.add_argument("--url", help="the post's address, when posted")
     settle.add_argument("--remote-id", help="the platform's id of the post")
     settle.add_argument("--by", default=None, help="your name for the audit trail (default: your login)")
     settle.set_defaults(func=cmd_settle_post)
-
-
-def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def login() -> str:
