@@ -33,6 +33,7 @@ from model.errors import ProverbotError
 from model.worker import ModelWorker
 from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
 from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.loopback import guard_network
 from tests.fakes.slack_api import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -63,6 +64,7 @@ def core(db, worker, sampler):
 
 @pytest.fixture
 async def fake(monkeypatch):
+    guard_network(monkeypatch)                                         # nothing may leave 127.0.0.1
     async with FakeSlack() as fake:
         monkeypatch.setattr(slack_bot, "API_URL", fake.api_url)       # the bot's Web API calls go to the fake
         yield fake
@@ -157,8 +159,9 @@ async def test_the_acknowledgement_comes_before_the_work(fake, core, db):
     assert status == 200 and private(ack, "Sampling…") and time.monotonic() - started < 3
     assert fake.messages == []                            # the candidates are still on their way
     release.set()
-    await fake.until(lambda: len(fake.messages) >= 2 and len(fake.reactions) >= 2)
+    await fake.until(lambda: not bot.in_flight)
     assert fake.messages[0]["text"].startswith("ada asked: [")
+    assert len(fake.reactions) == 2 * (len(fake.messages) - 1) > 0
 
 
 @pytest.mark.parametrize("text, message", [

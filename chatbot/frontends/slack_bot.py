@@ -179,10 +179,11 @@ class SlackBot:
         self.core = core
         self.options = options or SlackOptions()
         self.tokens = tokens or SlackTokens.from_environment(self.options.http)
-        self.client = AsyncWebClient(token=self.tokens.bot, base_url=API_URL)
-        self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
-        self.app = AsyncApp(client=self.client, signing_secret=self.tokens.signing_secret or "", name="proverbot",
+        self.app = AsyncApp(token=self.tokens.bot, signing_secret=self.tokens.signing_secret or "", name="proverbot",
                             process_before_response=process_before_response)
+        self.client: AsyncWebClient = self.app.client
+        self.client.base_url = API_URL                              # Slack's (a test's fake)
+        self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         self.commands = {"/proverb": self.proverb, "/votes": self.votes, "/post": self.post, "/history": self.history,
                          "/proverb-status": self.status, "/schedule": self.schedule}
         for name, handler in self.commands.items():
