@@ -237,8 +237,8 @@ async def test_a_waiting_request_shows_its_place_and_a_full_queue_says_busy(fake
                                                           "shortly.")
             gated.gate.set()
             await asyncio.gather(running, waiting)
-            assert [m["text"][:12] for m in fake.posted() if "asked" in m["text"]] == ["ada asked: [",
-                                                                                       "bob asked: ["]
+            assert sorted(m["text"][:12] for m in fake.posted() if "asked" in m["text"]) == ["ada asked: [",
+                                                                                             "bob asked: ["]
         finally:
             gated.gate.set()
 
@@ -409,7 +409,7 @@ async def served_http(fake, core):
     (lambda raw: signed(raw, timestamp=int(time.time()) - 6 * 60), False),          # a replay, 6 minutes late
     (lambda raw: {"Content-Type": "application/x-www-form-urlencoded"}, False),    # no signature at all
     (lambda raw: signed(raw + "&text=count%3A9"), False),                          # signed for another body
-])
+], ids=["signed", "forged", "replayed", "unsigned", "another-body"])
 async def test_http_mode_takes_only_requests_signed_by_slack_and_fresh(fake, served_http, db, headers, accepted):
     body = fake.command("/votes")
     raw = form(body)
