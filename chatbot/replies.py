@@ -68,7 +68,8 @@ def schedule(s: ScheduleInfo | None) -> str:
         return "No schedule here."
     if not s.enabled:
         return f"Schedule off (was daily at {s.time_of_day} {s.timezone})."
-    return (f"Daily at {s.time_of_day} {s.timezone}, voting open {s.window_minutes} min; "
+    where = f", posting on {s.publisher}" if s.publisher else ""
+    return (f"Daily at {s.time_of_day} {s.timezone}, voting open {s.window_minutes} min{where}; "
             f"next run {s.next_run_at:%Y-%m-%d %H:%M} UTC.")
 
 

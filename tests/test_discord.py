@@ -92,7 +92,7 @@ async def test_commands_are_synced_with_their_ranges_and_descriptions(fake, bot)
     assert all(option["description"] and not option["required"] for option in options.values())
     assert all(command["contexts"] == [0] for command in fake.synced)           # servers only, no DMs
     daily = next(sub for sub in commands["schedule"]["options"] if sub["name"] == "daily")
-    assert [option["name"] for option in daily["options"]] == ["time", "timezone", "window"]
+    assert [option["name"] for option in daily["options"]] == ["time", "timezone", "window", "to"]
     assert bot.intents == discord.Intents(guilds=True, guild_reactions=True)     # nothing privileged
 
 
@@ -238,8 +238,11 @@ async def test_post_publishes_the_top_voted_then_refuses_it_twice(fake, bot, db,
     await fake.until(lambda: first.answered)
     assert first.original["content"].startswith(f"Posted [#{usable[0].id}] on dryrun:")
     bad = await fake.command("post", {"candidate": "first"}, member=admin)
-    await fake.until(lambda: bad.answered)
+    nowhere = await fake.command("post", {"candidate": "3", "to": "myspace"}, member=admin)
+    await fake.until(lambda: bad.answered and nowhere.answered)
     assert bad.ephemeral and "'first' is not a candidate" in bad.callbacks[0]["data"]["content"]
+    assert nowhere.ephemeral and nowhere.callbacks[0]["data"]["content"].startswith(
+        "Sorry: Cannot post there: 'myspace' is not one of x, mastodon, bluesky, dryrun.")
 
 
 async def test_post_autocompletes_the_latest_batch(fake, bot, db):
@@ -288,6 +291,12 @@ async def test_schedule_commands(fake, bot, db):
                                   subcommand="daily", kind=4)
     await fake.until(lambda: complete.callbacks)
     assert [c["value"] for c in complete.callbacks[0]["data"]["choices"]] == ["Europe/Paris"]
+    to = await fake.command("schedule", {"time": "09:30", "to": Focused("")}, admin, subcommand="daily", kind=4)
+    await fake.until(lambda: to.callbacks)
+    assert [c["value"] for c in to.callbacks[0]["data"]["choices"]] == ["dryrun"]
+    there = await fake.command("schedule", {"time": "09:30", "to": "dryrun"}, admin, subcommand="daily")
+    await fake.until(lambda: there.answered)
+    assert there.callbacks[0]["data"]["content"].startswith("Daily at 09:30 UTC, voting open 60 min, posting on dryrun;")
 
 
 async def test_a_scheduled_run_shows_its_batch_in_the_channel_and_posts_the_winner(fake, bot, db, core):

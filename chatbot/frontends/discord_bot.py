@@ -110,7 +110,6 @@ class Proverbs(commands.Cog):
     def __init__(self, bot: DiscordBot) -> None:
         self.bot, self.core, self.options = bot, bot.core, bot.options
         self.vote_hint = f"React with {' or '.join(self.options.vote_emoji)} to vote; /post posts the top-voted."
-        self.background: set[asyncio.Task] = set()
 
     # --- sampling --------------------------------------------------------------------------------------------
 
@@ -125,16 +124,19 @@ class Proverbs(commands.Cog):
                       length: app_commands.Range[int, *LENGTH] | None = None) -> None:
         self.core.request(prefix or "", temperature, count, length)       # a bad value: refused privately, now
         await interaction.response.defer(thinking=True)
+        notices: list[asyncio.Task] = []
         result = await self.core.ask(context(interaction), prefix or "", temperature, count, length,
-                                     on_queued=partial(self.queued, interaction))
+                                     on_queued=partial(self.queued, interaction, notices))
+        await asyncio.gather(*notices, return_exceptions=True)     # a queue notice never lands after the answer
         asked = f"{quote(interaction.user.display_name)} asked for “{quote(prefix)}”" if prefix else \
             f"{quote(interaction.user.display_name)} asked"
         await interaction.edit_original_response(content=fit(f"{asked}: {replies.asked(result, self.vote_hint)}"))
         await self.show(partial(interaction.followup.send, wait=True), result)
 
-    def queued(self, interaction: discord.Interaction, position: int) -> None:
+    @staticmethod
+    def queued(interaction: discord.Interaction, notices: list[asyncio.Task], position: int) -> None:
         text = f"Waiting for the model: #{position} in the queue."
-        self.spawn(interaction.edit_original_response(content=text))
+        notices.append(asyncio.create_task(interaction.edit_original_response(content=text)))
 
     async def show(self, send: Callable[..., Awaitable[discord.Message]], result: AskResult) -> None:
         """One message per candidate, remembered in the log, with the vote emoji added by the bot."""
@@ -184,15 +186,25 @@ class Proverbs(commands.Cog):
 
     # --- posting ---------------------------------------------------------------------------------------------
 
+    async def publishers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """Autocomplete for `to`: the publishers configured here."""
+        return [app_commands.Choice(name=name, value=name) for name in self.core.publishers.names
+                if current.lower() in name]
+
     @app_commands.command(description="Publish the top-voted candidate of the latest batch here, or the one named.")
-    @app_commands.describe(candidate="A candidate of the latest batch (default: the top-voted; ties: the earlier)")
+    @app_commands.describe(candidate="A candidate of the latest batch (default: the top-voted; ties: the earlier)",
+                           to="Where to post (default: this channel's or the bot's publisher)")
+    @app_commands.autocomplete(to=publishers)
     @app_commands.guild_only()
-    async def post(self, interaction: discord.Interaction, candidate: app_commands.Range[str, 1, 20] | None = None) -> None:
+    async def post(self, interaction: discord.Interaction, candidate: app_commands.Range[str, 1, 20] | None = None,
+                   to: app_commands.Range[str, 1, 20] | None = None) -> None:
         self.check_may_post(interaction)
         ctx = context(interaction)
         chosen = await candidate_id(self.core, ctx, candidate) if candidate else None
+        if to is not None:
+            self.core.publishers.get(to)                     # an unknown one: refused privately, now
         await interaction.response.defer(thinking=True)
-        posted = await self.core.post(ctx, chosen)
+        posted = await self.core.post(ctx, chosen, to=to)
         await interaction.edit_original_response(content=fit(replies.posted(posted, quote)))
 
     @post.autocomplete("candidate")
@@ -236,12 +248,16 @@ class Proverbs(commands.Cog):
 
     @schedule.command(name="daily", description="Each day at this time: sample a batch here, then post the top-voted.")
     @app_commands.describe(time="HH:MM, 24-hour clock", timezone="A time zone such as Europe/Paris (default UTC)",
-                           window="Minutes the batch stays open to votes (default 60)")
+                           window="Minutes the batch stays open to votes (default 60)",
+                           to="Where to post (default: this channel's or the bot's publisher)")
+    @app_commands.autocomplete(to=publishers)
     async def schedule_daily(self, interaction: discord.Interaction, time: app_commands.Range[str, 1, 5],
                              timezone: app_commands.Range[str, 1, 64] = "UTC",
-                             window: app_commands.Range[int, *WINDOW] = 60) -> None:
+                             window: app_commands.Range[int, *WINDOW] = 60,
+                             to: app_commands.Range[str, 1, 20] | None = None) -> None:
         self.check_may_post(interaction)
-        schedule = await self.core.set_schedule(context(interaction), time, timezone, window_minutes=window)
+        schedule = await self.core.set_schedule(context(interaction), time, timezone, window_minutes=window,
+                                                publisher=to)
         await interaction.response.send_message(replies.schedule(schedule), allowed_mentions=NO_PINGS)
 
     @schedule_daily.autocomplete("timezone")
@@ -268,11 +284,6 @@ class Proverbs(commands.Cog):
         await interaction.response.send_message(first, ephemeral=True, allowed_mentions=NO_PINGS)
         for page in rest:
             await interaction.followup.send(page, ephemeral=True, allowed_mentions=NO_PINGS)
-
-    def spawn(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
 
 
 class Tree(app_commands.CommandTree):
