@@ -120,3 +120,21 @@ def test_signal_while_waiting_for_input_ends_at_once(trained_run, tmp_path, sig,
         proc.kill()
     assert proc.returncode == status, errors
     assert f"proverbot: {message}" in errors and "Traceback" not in errors
+
+
+async def test_post_and_schedule_name_their_publisher(sampler):
+    output = await drive(sampler, """/proverb count:2
+/post 1 to:myspace
+/post 1 2
+/post to:dryrun to:x
+/post 1 to:DryRun
+/schedule daily time:09:30 to:dryrun
+/schedule daily time:09:30 to:bluesky
+""")
+    lines = output.splitlines()
+    assert "error: Cannot post there: 'myspace' is not one of x, mastodon, bluesky, dryrun." in output
+    assert "error: Give one candidate: its number in the latest batch, or #ID (and to:NAME for where)." in lines
+    assert "error: to is given twice." in lines
+    assert re.search(r"^Posted \[#\d+\] on dryrun: https://dry-run\.invalid/posts/", output, re.MULTILINE)
+    assert any(line.startswith("Daily at 09:30 UTC, voting open 60 min, posting on dryrun; next run") for line in lines)
+    assert "error: Cannot post there: bluesky is not configured." in output

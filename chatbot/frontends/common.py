@@ -3,6 +3,7 @@
     options = parse_options(["prefix:thou shalt", "count:3"], PROVERB_KEYS)     # {"prefix": ..., "count": "3"}
     candidate = await candidate_id(core, ctx, "#12")          # "N" (the latest batch here) or "#ID" (storage id)
     kwargs = schedule_options(["time:09:30", "window:10"])    # for core.set_schedule
+    named, to = post_options(["2", "to:mastodon"])            # ("2", "mastodon") for core.post
     fit(text, 2000), pages(lines, 2000)                        # cut (with a visible mark) and packed into messages
 
 The console, Discord and Slack read the same key:value words and candidate references and say the same errors.
@@ -17,8 +18,9 @@ from chatbot.core import BadRequest, Context, Core
 from model.errors import ProverbotError
 
 PROVERB_KEYS = ("prefix", "temperature", "count", "length")
-SCHEDULE_KEYS = ("time", "timezone", "window")
-SCHEDULE_USAGE = "Use /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10], /schedule show or /schedule off."
+SCHEDULE_KEYS = ("time", "timezone", "window", "to")
+SCHEDULE_USAGE = ("Use /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10] [to:NAME], /schedule show or "
+                  "/schedule off.")
 TRIMMED = " … [trimmed]"
 
 
@@ -47,7 +49,7 @@ def no_arguments(args: list[str], command: str) -> None:
 
 
 def schedule_options(args: list[str]) -> dict[str, str]:
-    """The words after `/schedule daily` as core.set_schedule's arguments: time (required), timezone, window."""
+    """The words after `/schedule daily` as core.set_schedule's arguments: time (required), timezone, window, to."""
     options = parse_options(args, SCHEDULE_KEYS)
     if "time" not in options:
         raise BadRequest("/schedule daily needs time:HH:MM, e.g. /schedule daily time:09:30 timezone:UTC.")
@@ -56,7 +58,18 @@ def schedule_options(args: list[str]) -> dict[str, str]:
         kwargs["timezone"] = options["timezone"]
     if "window" in options:
         kwargs["window_minutes"] = options["window"]
+    if "to" in options:
+        kwargs["publisher"] = options["to"]
     return kwargs
+
+
+def post_options(args: list[str]) -> tuple[str | None, str | None]:
+    """The words after /post: the candidate they name, if any (N or #ID), and the publisher of `to:NAME`, if any."""
+    named = [word for word in args if not word.lower().startswith("to:")]
+    chosen = parse_options([word for word in args if word not in named], ("to",))
+    if len(named) > 1:
+        raise BadRequest("Give one candidate: its number in the latest batch, or #ID (and to:NAME for where).")
+    return (named[0] if named else None), chosen.get("to")
 
 
 def history_size(args: list[str]) -> str | int:

@@ -1,7 +1,7 @@
 """The terminal front end: the Discord commands, typed on stdin, answered on stdout.
 
     /proverb prefix:"thou shalt" temperature:0.9 count:3 length:60
-    /vote 1        /unvote 1        /votes        /post [N]        /history [n]        /status        /help        /quit
+    /vote 1        /unvote 1        /votes        /post [N] [to:x]        /history [n]        /status        /help        /quit
     /schedule daily time:09:30 timezone:Europe/Paris window:10        /schedule show        /schedule off
 
 N is a candidate's number in the latest batch (as printed); #ID names a candidate by its storage id. Works with a
@@ -28,6 +28,7 @@ from chatbot.frontends.common import (
     history_size,
     no_arguments,
     parse_options,
+    post_options,
     schedule_options,
 )
 from model.errors import ProverbotError
@@ -38,10 +39,10 @@ HELP = """Commands:
   /proverb [prefix:"text"] [temperature:0.1-2.0] [count:1-10] [length:1-200]   sample candidates
   /vote N, /unvote N      vote for (or withdraw from) candidate N of the latest batch (#ID: by storage id)
   /votes                  the tally of the latest batch
-  /post [N]               publish the top-voted candidate (ties: the earlier one), or candidate N
+  /post [N] [to:NAME]     publish the top-voted candidate (ties: the earlier one), or candidate N (on NAME)
   /history [n]            the n most recent posts
   /status                 model, queue and posts in the last 24 hours
-  /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10]   post the top-voted of a daily batch here
+  /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10] [to:NAME]   post the top-voted of a daily batch here
   /schedule show, /schedule off
   /help, /quit"""
 
@@ -137,13 +138,13 @@ class Console:
             self.say(note)
 
     async def vote(self, args: list[str], added: bool = True) -> None:
-        number, candidate_id = await self.candidate(args, required=True)
-        changed = await self.core.vote(self.ctx, candidate_id, added=added)
+        number, chosen = await self.candidate(args)
+        changed = await self.core.vote(self.ctx, chosen, added=added)
         if added:
-            self.say(f"Voted for {number} [#{candidate_id}].")
+            self.say(f"Voted for {number} [#{chosen}].")
         else:
-            self.say(f"Removed your vote for {number} [#{candidate_id}]." if changed
-                     else f"You had no vote on {number} [#{candidate_id}].")
+            self.say(f"Removed your vote for {number} [#{chosen}]." if changed
+                     else f"You had no vote on {number} [#{chosen}].")
 
     async def unvote(self, args: list[str]) -> None:
         await self.vote(args, added=False)
@@ -153,8 +154,9 @@ class Console:
         self.say("\n".join(replies.tally(await self.core.votes(self.ctx))))
 
     async def post(self, args: list[str]) -> None:
-        _, candidate_id = await self.candidate(args, required=False)
-        self.say(replies.posted(await self.core.post(self.ctx, candidate_id)))
+        named, to = post_options(args)
+        chosen = await candidate_id(self.core, self.ctx, named) if named else None
+        self.say(replies.posted(await self.core.post(self.ctx, chosen, to=to)))
 
     async def history(self, args: list[str]) -> None:
         self.say("\n".join(replies.history(await self.core.history(self.ctx, history_size(args)))))
@@ -198,12 +200,10 @@ class Console:
     async def quit(self, args: list[str]) -> None:
         raise Quit
 
-    async def candidate(self, args: list[str], required: bool) -> tuple[str, int | None]:
+    async def candidate(self, args: list[str]) -> tuple[str, int]:
         """(label, storage id) of the candidate an argument names: N in the latest batch, or #ID."""
         if not args:
-            if required:
-                raise BadRequest("Which candidate? Give its number in the latest batch, e.g. /vote 1.")
-            return "", None
+            raise BadRequest("Which candidate? Give its number in the latest batch, e.g. /vote 1.")
         if len(args) > 1:
             raise BadRequest("Give one candidate: its number in the latest batch, or #ID.")
         return args[0], await candidate_id(self.core, self.ctx, args[0])
