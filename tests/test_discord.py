@@ -22,7 +22,7 @@ from chatbot.frontends.discord_bot import (
 from chatbot.scheduler import Scheduler
 from model.errors import ProverbotError
 from model.worker import ModelWorker
-from tests.fakes.discord_api import CHANNEL_ID, MANAGE_GUILD, POSTER_ROLE_ID, TOKEN, FakeDiscord, Focused
+from tests.fakes.discord_api import CHANNEL_ID, GUILD_ID, MANAGE_GUILD, POSTER_ROLE_ID, TOKEN, FakeDiscord, Focused
 from tests.test_core import make_core
 from tests.test_scheduler import START, FakeClock
 
@@ -42,8 +42,9 @@ async def fake():
         yield fake
 
 
-async def start_bot(fake: FakeDiscord, core) -> tuple[DiscordBot, asyncio.Task]:
-    bot = DiscordBot(core, DiscordOptions(post_roles=("poster",), vote_emoji=("👍", "🔥")), guild_ready_timeout=0.05)
+async def start_bot(fake: FakeDiscord, core, guild_id: int | None = None) -> tuple[DiscordBot, asyncio.Task]:
+    options = DiscordOptions(guild_id=guild_id, post_roles=("poster",), vote_emoji=("👍", "🔥"))
+    bot = DiscordBot(core, options, guild_ready_timeout=0.05)
     await bot.login(TOKEN)
     task = asyncio.create_task(bot.connect())
     await asyncio.wait_for(bot.wait_until_ready(), 30)
@@ -94,6 +95,14 @@ async def test_commands_are_synced_with_their_ranges_and_descriptions(fake, bot)
     daily = next(sub for sub in commands["schedule"]["options"] if sub["name"] == "daily")
     assert [option["name"] for option in daily["options"]] == ["time", "timezone", "window", "to"]
     assert bot.intents == discord.Intents(guilds=True, guild_reactions=True)     # nothing privileged
+
+
+async def test_commands_sync_to_one_server_in_development(fake, core):
+    bot, task = await start_bot(fake, core, guild_id=GUILD_ID)
+    await stop_bot(bot, task)
+    synced = [r.path for r in fake.requests if r.method == "PUT"]
+    assert synced == [f"/applications/{bot.application_id}/guilds/{GUILD_ID}/commands"]
+    assert {command["name"] for command in fake.synced} >= {"proverb", "post", "schedule"}
 
 
 async def test_the_invite_link_asks_for_exactly_what_the_bot_needs():
