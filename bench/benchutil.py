@@ -1,8 +1,18 @@
 """Helpers shared by the benchmark scripts (bench/ is on sys.path when they run as scripts)."""
 
+import asyncio
 import os
+import re
 import resource
+import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_SCRIPTS = ROOT.parent / "shared" / "bench"  # gpt-2-simple's side, when this checkout has ../shared
+PEER_WORKDIR = Path("/tmp/peer-gpt2simple")  # where ../shared/bench/setup.sh installs it
 
 
 class OtherLoad:
@@ -20,8 +30,9 @@ class OtherLoad:
         except (OSError, ValueError):
             return None
         busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the peer runs as a child: it is not "other"
         own = os.times()
-        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + children.ru_utime + children.ru_stime
 
     def cores(self) -> float | None:
         end = self._sample()
@@ -36,8 +47,72 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def busy_warning(other_load: float | None) -> str | None:
     if other_load is None or other_load <= 0.2:
         return None
     return (f"WARNING: other processes used {other_load:.1f} CPU cores during the timed part: the figures are "
             "slower than on an idle machine. Run again when it is idle.")
+
+
+def seconds(values: list[float]) -> str:
+    return ",".join(f"{v:.2f}" for v in values)
+
+
+class LagMonitor:
+    """Event-loop lag: a task asks to wake every `interval` seconds and records how late it wakes up.
+    Use as `async with LagMonitor() as lag: ...`, then lag.p99_ms() etc."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.lags: list[float] = []
+
+    async def _watch(self):
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.lags.append(time.perf_counter() - before - self.interval)
+
+    async def __aenter__(self):
+        self.task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc_info):
+        self.task.cancel()
+
+    def percentile_ms(self, q: float) -> float:
+        ordered = sorted(self.lags)
+        return 1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+    def figures(self, name: str) -> dict[str, str]:
+        return {f"{name}_lag_p50_ms": f"{self.percentile_ms(50):.1f}", f"{name}_lag_p99_ms": f"{self.percentile_ms(99):.1f}",
+                f"{name}_lag_max_ms": f"{1000 * max(self.lags, default=float('nan')):.1f}", f"{name}_lag_samples": str(len(self.lags))}
+
+
+def run_peer(what: str, model: str = "124M") -> dict[str, str] | str:
+    """gpt-2-simple's figures from ../shared/bench/run.sh (`gpt2simple_*` lines, as a dict), or why they are
+    missing (a string): no ../shared, or the peer stack not installed (../shared/bench/setup.sh installs it)."""
+    if not (PEER_SCRIPTS / "run.sh").is_file():
+        return f"skipped: no {PEER_SCRIPTS} in this checkout"
+    if not (PEER_WORKDIR / "venv" / "bin" / "python").is_file():
+        return f"skipped: gpt-2-simple is not installed in {PEER_WORKDIR} (run {PEER_SCRIPTS / 'setup.sh'} once)"
+    print(f"(running gpt-2-simple: {PEER_SCRIPTS / 'run.sh'} {what} {model})", file=sys.stderr, flush=True)
+    done = subprocess.run(["bash", str(PEER_SCRIPTS / "run.sh"), what, model], check=False, capture_output=True, text=True)
+    figures = {}
+    for line in done.stdout.splitlines():  # "gpt2simple_call20_rss_mb=1263 ops=11034 s_per_call=0.87"
+        if line.startswith("gpt2simple_"):
+            (name, value), *more = [pair.split("=", 1) for pair in line.removeprefix("gpt2simple_").split()]
+            figures[name] = value
+            figures.update({f"{name.rsplit('_', 2)[0]}_{key}": extra for key, extra in more})
+    return figures or f"failed: run.sh {what} printed no figures ({done.stderr.strip()[-300:]})"
+
+
+def median_of(figures: dict[str, str], pattern: str) -> float | None:
+    """The median of the peer's figures whose names match `pattern` (e.g. one figure per call)."""
+    values = [float(v) for k, v in figures.items() if re.fullmatch(pattern, k)]
+    return statistics.median(values) if values else None

@@ -7,6 +7,9 @@ on a random-init 124M Hugging Face folder (GPT2Config() defaults + the GPT-2 tok
 possible here) and the proverbs corpus. Only the steps are timed: the first `--warmup-steps` are run and
 reported apart, nothing is saved (Trainer.train() would write a 500 MB checkpoint at the end).
 
+gpt-2-simple's side comes from ../shared/bench/run.sh finetune (4 steps of the same shape, on the same corpus),
+run after ours; skipped with a message where that stack is not installed.
+
 Figures are printed as name=value lines, then a short summary. See bench/README.md.
 """
 
@@ -20,11 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchutil import OtherLoad, busy_warning, peak_rss_mb  # noqa: E402  (bench/ is sys.path[0] when run as a script)
-
-# gpt-2-simple 0.8.1 on TensorFlow 2 (CPU), measured on the project's 2-core CPU machine
-# (see bench/README.md for the source); printed next to ours, never read at run time.
-PEER = "peer gpt-2-simple finetune (124M, batch 1 x 1024 tokens, accumulate_gradients 5, TensorFlow 2 CPU, 2 cores): 31 s/step = 166 tokens/s, peak memory 8.7 GB"
+from benchutil import OtherLoad, busy_warning, peak_rss_mb, run_peer, seconds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "about 80 s each for 124M on a 2-core CPU)")
     p.add_argument("--warmup-steps", type=int, default=1, help="first steps left out of the rate (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", help="autocast: auto, float32, bfloat16 (default: %(default)s)")
+    p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run gpt-2-simple's finetune (../shared/bench; ~3 min and 9 GB on 2 CPU cores)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per micro-batch (default: %(default)s)")
     p.add_argument("--accumulate-gradients", type=int, default=5, help="micro-batches per optimizer step (default: %(default)s)")
     p.add_argument("--dropout", type=float, default=None,
@@ -94,6 +96,7 @@ def main(argv=None) -> int:
         base, corpus=args.corpus, checkpoint_dir=str(Path(tmp.name) / "checkpoints"), run_name="bench",
         steps=args.steps, dropout=args.dropout, batch_size=args.batch_size, accumulate_gradients=args.accumulate_gradients,
         block_size=args.block_size, sample_every=10**6, save_every=10**6, val_every=0, eval_samples=0, device=args.device,
+        dtype=args.dtype,
     )
     started = time.perf_counter()
     trainer = Trainer(cfg, progress=False)
@@ -133,8 +136,8 @@ def main(argv=None) -> int:
         "steps_timed": len(timed),
         "other_processes_cores": "n/a" if other_load is None else f"{other_load:.2f}",
         "load_s": f"{load_s:.2f}",
-        "warmup_step_s": ",".join(f"{t:.2f}" for t in warmup) or "none",
-        "step_s": ",".join(f"{t:.2f}" for t in timed),
+        "warmup_step_s": seconds(warmup) or "none",
+        "step_s": seconds(timed),
         "s_per_step": f"{s_per_step:.2f}",
         "train_tokens_per_s": f"{tokens_per_step / s_per_step:.1f}",
         "loss": f"{loss:.3f}",
@@ -145,6 +148,18 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         figures["gpu"] = torch.cuda.get_device_name(device)
         figures["peak_gpu_mb"] = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
+    notes = []
+    if args.peer:
+        busy = OtherLoad()
+        peer = run_peer("finetune")
+        if isinstance(peer, str):
+            notes.append(f"gpt-2-simple finetune: {peer}")
+        else:
+            figures.update({f"peer_{name}": value for name, value in peer.items()})
+            peer_load = busy.cores()
+            figures["peer_other_processes_cores"] = "n/a" if peer_load is None else f"{peer_load:.2f}"
+            if "finetune_tokens_per_s" in peer:
+                figures["speedup_vs_peer"] = f"{tokens_per_step / s_per_step / float(peer['finetune_tokens_per_s']):.2f}"
     for name, value in figures.items():
         print(f"{name}={value}")
 
@@ -156,9 +171,16 @@ def main(argv=None) -> int:
           f"{len(warmup)} warm-up step(s) of {figures['warmup_step_s']} s); loss {loss:.3f}")
     print(f"  peak resident memory of this process {figures['peak_rss_mb']} MB"
           + (f", peak GPU memory {figures['peak_gpu_mb']} MB" if device.type == "cuda" else ""))
-    print(f"  {PEER}")
-    if busy_warning(other_load):
-        print(f"  {busy_warning(other_load)}")
+    if "peer_finetune_tokens_per_s" in figures:
+        print(f"  gpt-2-simple finetune, same shape and corpus: {figures['peer_finetune_s_per_step']} s/step = "
+              f"{figures['peer_finetune_tokens_per_s']} tokens/s, peak resident memory {figures['peer_finetune_peak_rss_mb']} MB"
+              f" -> ours {figures['speedup_vs_peer']}x its rate (goal: at least 1.5x, memory no higher)")
+    for note in notes:
+        print(f"  {note}")
+    for label, load in (("ours", other_load), ("the peer's", figures.get("peer_other_processes_cores"))):
+        warning = busy_warning(None if load in (None, "n/a") else float(load))
+        if warning:
+            print(f"  {label}: {warning}")
     tmp.cleanup()
     return 0
 

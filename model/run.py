@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, GenerationConfig, GPT2LMHeadModel, PreTr
 
 from model.corpus import split_blocks
 from model.errors import ModelError
+from model.precision import quantize_int8, sample_dtype
 from model.tokenizer import separator_ids
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Run:
     separator: str
     blocks: list[str]
     meta: dict = field(default_factory=dict)
+    dtype: str = "float32"  # the weights' number format (model.precision); runs to train or save are float32
 
     @property
     def name(self) -> str:
@@ -138,21 +140,28 @@ def list_runs(checkpoint_dir: str | Path) -> list[str]:
     return sorted(p.name for p in checkpoint_dir.iterdir() if is_run(p))
 
 
-def load_run(folder: str | Path, device: str | torch.device = "cpu") -> Run:
+def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> Run:
+    """A run folder's model on `device`. `dtype` (model.precision.SAMPLE_DTYPES; "auto": the fastest format that
+    keeps quality there) is for sampling: a run to train or save must be loaded as float32."""
     folder = Path(folder)
     if not is_run(folder):
         raise ModelError(f"{folder} is not a proverbot run folder (no {META} or {WEIGHTS}).")
+    device = torch.device(device)
+    dtype = sample_dtype(dtype, device)
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = GPT2LMHeadModel.from_pretrained(folder).to(device).eval()
+        weights = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        model = GPT2LMHeadModel.from_pretrained(folder, dtype=weights).to(device).eval()
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"{folder}: the checkpoint cannot be loaded ({err}).") from err
+    if dtype == "int8":
+        model = quantize_int8(model)
     separator = meta.get("separator", "==========")
     blocks_file = folder / BLOCKS
     blocks = split_blocks(blocks_file.read_text(encoding="utf-8"), separator, blocks_file, False) if blocks_file.exists() else []
-    log.info("loaded run %s (checkpoint %s) on %s", folder.name, meta.get("checkpoint_id"), device)
-    return Run(folder=folder, model=model, tokenizer=tokenizer, separator=separator, blocks=blocks, meta=meta)
+    log.info("loaded run %s (checkpoint %s) on %s in %s", folder.name, meta.get("checkpoint_id"), device, dtype)
+    return Run(folder=folder, model=model, tokenizer=tokenizer, separator=separator, blocks=blocks, meta=meta, dtype=dtype)
 
 
 def load_state(folder: Path) -> dict | None:
