@@ -316,7 +316,7 @@ async def test_post_publishes_the_top_voted_then_refuses_it_twice(fake, bot, db)
     usable, shown = await proverb(fake, bot, db)
     await dispatch(bot, fake.reaction("reaction_added", "U0BOB", shown[1]["ts"]))
     said = []
-    for text in ["", "2", f"#{usable[0].id}", "first"]:
+    for text in ["", "2", f"#{usable[0].id} to:dryrun", "first", "1 to:myspace"]:
         body, _ = await command(fake, bot, "/post", text)
         said.append(fake.answers(body)[0])
     assert said[0]["text"].startswith(f"Posted [#{usable[1].id}] on dryrun: https://dry-run.invalid/posts/")
@@ -325,6 +325,10 @@ async def test_post_publishes_the_top_voted_then_refuses_it_twice(fake, bot, db)
     assert said[2]["text"].startswith(f"Posted [#{usable[0].id}] on dryrun:")
     assert private(said[3], "Sorry: 'first' is not a candidate number: give e.g. 1 (latest batch) or #12 (storage "
                             "id).")
+    assert said[4]["response_type"] == "ephemeral" and "'myspace' is not one of x, mastodon, bluesky" in said[4]["text"]
+    _, (_, ack) = await command(fake, bot, "/post", "1 2")
+    assert private(ack, "Sorry: Give one candidate: its number in the latest batch, or #ID (and to:NAME for where).")
+    assert len(await db.history("posts")) == 2
 
 
 # --- history, status, schedules ----------------------------------------------------------------------------------
@@ -345,7 +349,7 @@ async def test_history_and_status_answer_privately(fake, bot, db, core):
 
 async def test_schedule_commands(fake, bot, db):
     said = []
-    for user, text in [("U0EVE", "daily time:09:30"), ("U0ADMIN", "daily time:09:30 timezone:Europe/Paris window:10"),
+    for user, text in [("U0EVE", "daily time:09:30"), ("U0ADMIN", "daily time:09:30 timezone:Europe/Paris window:10 to:dryrun"),
                        ("U0ADMIN", "daily time:25:00"), ("U0EVE", "show"), ("U0ADMIN", "off")]:
         body, (status, ack) = await command(fake, bot, "/schedule", text, user)
         assert (status, ack) == (200, "")
@@ -354,12 +358,12 @@ async def test_schedule_commands(fake, bot, db):
     assert said[0] == ("ephemeral", ("Sorry: Posting and schedules are for workspace admins or the users in "
                                     "slack_post_users or members of S0POSTERS."))
     assert said[1][0] == "in_channel"
-    assert said[1][1].startswith("Daily at 09:30 Europe/Paris, voting open 10 min; next run")
+    assert said[1][1].startswith("Daily at 09:30 Europe/Paris, voting open 10 min, posting on dryrun; next run")
     assert said[2][0] == "ephemeral" and said[2][1].startswith("Sorry: Time of day '25:00' is not HH:MM")
     assert said[3] == ("ephemeral", said[1][1])
     assert said[4] == ("in_channel", "Schedule off.")
     schedule = await db.get_schedule("slack", CHANNEL, server_id="T0TEAM")
-    assert (schedule.enabled, schedule.set_by_id) == (False, "U0ADMIN")
+    assert (schedule.enabled, schedule.set_by_id, schedule.publisher) == (False, "U0ADMIN", "dryrun")
     for text, refusal in [("weekly", "Use /schedule daily time:HH:MM"), ("daily", "/schedule daily needs time:HH:MM"),
                           ("show now", "/schedule show takes no arguments.")]:
         _, (_, ack) = await command(fake, bot, "/schedule", text, "U0ADMIN")

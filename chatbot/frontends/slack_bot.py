@@ -53,6 +53,7 @@ from chatbot.frontends.common import (
     history_size,
     no_arguments,
     parse_options,
+    post_options,
     schedule_options,
 )
 from model.errors import ProverbotError
@@ -266,11 +267,12 @@ class SlackBot:
 
     async def post(self, args: AsyncArgs) -> None:
         command = args.command
-        named = " ".join(words(command["text"]))
+        named, to = post_options(words(command["text"]))
         await args.ack()
         ctx = context(command)
         await self.check_may_post(ctx)
-        posted = await self.core.post(ctx, await candidate_id(self.core, ctx, named) if named else None)
+        chosen = await candidate_id(self.core, ctx, named) if named else None
+        posted = await self.core.post(ctx, chosen, to=to)
         await self.respond(command["response_url"], [replies.posted(posted, quote)], private=False)
 
     async def check_may_post(self, ctx: Context) -> None:
