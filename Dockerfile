@@ -2,6 +2,7 @@
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t proverbot .
 # Run folders, the database and the heartbeat live in /data (mount a volume there). On Discord:
 #   docker run -d -e DISCORD_TOKEN -v proverbot-data:/data proverbot
+# on Slack: -e SLACK_BOT_TOKEN -e SLACK_APP_TOKEN (Socket Mode; HTTP mode listens on 3000: -p 3000:3000);
 # without a token it is the terminal bot: docker run -it -v proverbot-data:/data proverbot
 FROM python:3.11-slim
 
@@ -26,6 +27,7 @@ RUN pip install .
 RUN useradd --create-home proverbot && mkdir -p /data && chown proverbot /data
 USER proverbot
 VOLUME /data
+EXPOSE 3000
 # the bot beats every 30 s; the first start may train the embedded default for a few minutes first
 HEALTHCHECK --interval=60s --timeout=10s --start-period=10m --retries=3 CMD ["proverbot", "health"]
 STOPSIGNAL SIGTERM
