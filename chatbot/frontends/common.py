@@ -11,17 +11,22 @@ The console, Discord and Slack read the same key:value words and candidate refer
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import Iterable
 
 from chatbot.core import BadRequest, Context, Core
 from model.errors import ProverbotError
 
+log = logging.getLogger(__name__)
+
 PROVERB_KEYS = ("prefix", "temperature", "count", "length")
 SCHEDULE_KEYS = ("time", "timezone", "window", "to")
 SCHEDULE_USAGE = ("Use /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10] [to:NAME], /schedule show or "
                   "/schedule off.")
 TRIMMED = " … [trimmed]"
+SHUTDOWN_GRACE = 8.0                # seconds commands in flight get to finish when the bot stops
 
 
 class NotAllowed(ProverbotError):
@@ -108,3 +113,15 @@ def pages(lines: Iterable[str], limit: int, dangling: str = "") -> list[str]:
         else:
             out.append(line)
     return out
+
+
+async def finish_in_flight(tasks: set[asyncio.Task], grace: float = SHUTDOWN_GRACE) -> None:
+    """Let the commands in flight answer (within `grace` seconds: Docker kills after 10), then cancel the rest:
+    a cancelled /proverb is logged as failed, a cancelled /post as unknown (it may have gone out)."""
+    if not tasks:
+        return
+    log.info("shutting down: waiting up to %g s for %d command(s) in flight", grace, len(tasks))
+    _, late = await asyncio.wait(set(tasks), timeout=grace)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)

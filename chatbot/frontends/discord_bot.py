@@ -40,7 +40,7 @@ from chatbot.core import (
     Core,
 )
 from chatbot.frontends import common
-from chatbot.frontends.common import NotAllowed, candidate_id
+from chatbot.frontends.common import NotAllowed, candidate_id, finish_in_flight
 from model.errors import ProverbotError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ PLATFORM = "discord"
 LIMIT = 2000                        # characters in one Discord message
 DANGLING = r"\\+"                   # a cut text must not end in half an escape (a backslash)
 NO_PINGS = discord.AllowedMentions.none()
-SHUTDOWN_GRACE = 8.0                # seconds commands in flight get to finish when the bot stops
 # What the bot needs in a channel: to see it, send the scheduled batches, add the vote reactions (which needs the
 # message history). Slash-command answers go through the interaction itself.
 PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, add_reactions=True, read_message_history=True)
@@ -356,19 +355,8 @@ class DiscordBot(commands.Bot):
                                      "Developer Portal (Bot → Reset Token).") from None
             await self.connect()
         finally:
-            await self.finish_in_flight()
+            await finish_in_flight(self.in_flight)
             await self.close()
-
-    async def finish_in_flight(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Let the commands in flight answer (within `grace` seconds: Docker kills after 10), then cancel the rest;
-        a cancelled /proverb is logged as failed, a cancelled /post stays pending and is settled at the next start."""
-        if not self.in_flight:
-            return
-        log.info("shutting down: waiting up to %g s for %d command(s) in flight", grace, len(self.in_flight))
-        _, late = await asyncio.wait(set(self.in_flight), timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
 
     # --- chatbot.scheduler.Frontend --------------------------------------------------------------------------
 

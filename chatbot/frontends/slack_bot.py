@@ -48,8 +48,10 @@ from chatbot.frontends import common
 from chatbot.frontends.common import (
     PROVERB_KEYS,
     SCHEDULE_USAGE,
+    SHUTDOWN_GRACE,
     NotAllowed,
     candidate_id,
+    finish_in_flight,
     history_size,
     no_arguments,
     parse_options,
@@ -66,7 +68,6 @@ PATH = "/slack/events"              # where HTTP mode takes Slack's requests (co
 LIMIT = 4000                        # characters in one message's text (Slack cuts longer ones)
 DANGLING = r"&[a-z]{0,3}"           # a cut text must not end in half an escape (&amp; &lt; &gt;)
 RESPONSES = 5                       # messages a command's response_url takes
-SHUTDOWN_GRACE = 8.0                # seconds commands in flight get to finish when the bot stops
 REACTION = re.compile(r"[a-z0-9_+'\-]{1,100}")
 USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 USERGROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
@@ -406,7 +407,7 @@ class SlackBot:
             else:
                 await self.serve_socket_mode()
         finally:
-            await self.finish_in_flight()
+            await finish_in_flight(self.in_flight)
 
     async def serve_socket_mode(self) -> None:
         handler = AsyncSocketModeHandler(self.app, self.tokens.app)
@@ -436,17 +437,6 @@ class SlackBot:
         finally:
             self.server = None
             await runner.cleanup()
-
-    async def finish_in_flight(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Let the commands in flight answer (within `grace` seconds: Docker kills after 10), then cancel the rest;
-        a cancelled /proverb is logged as failed, a cancelled /post stays pending and is settled at the next start."""
-        if not self.in_flight:
-            return
-        log.info("shutting down: waiting up to %g s for %d command(s) in flight", grace, len(self.in_flight))
-        _, late = await asyncio.wait(set(self.in_flight), timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
 
     # --- chatbot.scheduler.Frontend --------------------------------------------------------------------------
 
