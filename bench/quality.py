@@ -10,7 +10,6 @@ Prints name=value lines (perplexity_<dtype>, change_pct_<dtype>), then a summary
 """
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -30,40 +29,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def perplexity(run, blocks: list[str]) -> tuple[float, int]:
-    """exp(mean negative log-likelihood) of each block's tokens and its closing separator; and the token count."""
-    import torch
-    import torch.nn.functional as F
-
-    from model.tokenizer import separator_ids
-
-    sep = separator_ids(run.tokenizer, run.separator)
-    n_ctx = run.model.config.n_positions
-    nll, count = 0.0, 0
-    with torch.inference_mode():
-        for block in blocks:
-            ids = torch.tensor([(sep + run.tokenizer.encode(block) + sep)[:n_ctx]])
-            logits = run.model(input_ids=ids).logits.float()
-            nll += F.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
-            count += ids.shape[1] - 1
-    return math.exp(nll / count), count
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import transformers
 
     from model.run import find_run, load_run
-    from model.train import split_blocks
+    from model.train import perplexity, split_blocks
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     folder = find_run(args.checkpoint_dir, args.run_name)
     dtypes = args.dtypes.split(",")
     figures, scores = {}, {}
     for dtype in dtypes:
         run = load_run(folder, "cpu", dtype)
         held_out = split_blocks(run.blocks, args.val_fraction, args.seed)[1]
-        scores[dtype], tokens = perplexity(run, held_out)
+        scores[dtype] = perplexity(run, held_out)
         figures[f"perplexity_{dtype}"] = f"{scores[dtype]:.3f}"
         config = run.model.config
     base = scores[dtypes[0]]
@@ -72,11 +53,10 @@ def main(argv=None) -> int:
     print(f"run={folder.name}")
     print(f"model=gpt2 {config.n_layer} layers x {config.n_embd} wide, {config.vocab_size} vocab")
     print(f"held_out_blocks={len(held_out)}")
-    print(f"held_out_tokens={tokens}")
     for name, value in figures.items():
         print(f"{name}={value}")
     print()
-    print(f"Summary: perplexity of run {folder.name} on its {len(held_out)} held-out blocks ({tokens} tokens):")
+    print(f"Summary: perplexity of run {folder.name} on its {len(held_out)} held-out blocks:")
     for dtype in dtypes:
         change = float(figures.get(f"change_pct_{dtype}", 0))
         verdict = "" if dtype == dtypes[0] else ("  within" if abs(change) < LIMIT_PCT else "  OUTSIDE") + f" {LIMIT_PCT:g}%"

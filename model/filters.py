@@ -15,6 +15,7 @@ the largest share of pairs with the candidate; only those are compared with diff
 
 import heapq
 import importlib.util
+import itertools
 import re
 import sys
 import types
@@ -86,7 +87,7 @@ def shingles(ws: list[str]) -> set[str]:
     """Word pairs; a one-word text is its own shingle."""
     if len(ws) < 2:
         return set(ws)
-    return {f"{a} {b}" for a, b in zip(ws, ws[1:])}
+    return {f"{a} {b}" for a, b in itertools.pairwise(ws)}
 
 
 def similarity(a: list[str], b: list[str]) -> tuple[float, float]:

@@ -19,8 +19,8 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
 from model.errors import ModelError
-from model.tokenizer import gpt2_tokenizer
 from model.tfcheckpoint import TFCheckpoint
+from model.tokenizer import gpt2_tokenizer
 
 # gpt-2-simple's defaults for keys an hparams.json leaves out (GPT-2 124M); n_vocab has none.
 DEFAULT_HPARAMS = {"n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12}

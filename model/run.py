@@ -24,7 +24,7 @@ from transformers import AutoTokenizer, GenerationConfig, GPT2LMHeadModel, PreTr
 
 from model.corpus import split_blocks
 from model.errors import ModelError
-from model.precision import quantize_int8, sample_dtype
+from model.speed import fuse_gelu, quantize_int8, sample_dtype
 from model.tokenizer import separator_ids
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Run:
     separator: str
     blocks: list[str]
     meta: dict = field(default_factory=dict)
-    dtype: str = "float32"  # the weights' number format (model.precision); runs to train or save are float32
+    dtype: str = "float32"  # the weights' number format (model.speed); runs to train or save are float32
 
     @property
     def name(self) -> str:
@@ -141,7 +141,7 @@ def list_runs(checkpoint_dir: str | Path) -> list[str]:
 
 
 def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> Run:
-    """A run folder's model on `device`. `dtype` (model.precision.SAMPLE_DTYPES; "auto": the fastest format that
+    """A run folder's model on `device`. `dtype` (model.speed.SAMPLE_DTYPES; "auto": the fastest format that
     keeps quality there) is for sampling: a run to train or save must be loaded as float32."""
     folder = Path(folder)
     if not is_run(folder):
@@ -152,7 +152,7 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str 
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
         tokenizer = AutoTokenizer.from_pretrained(folder)
         weights = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-        model = GPT2LMHeadModel.from_pretrained(folder, dtype=weights).to(device).eval()
+        model = fuse_gelu(GPT2LMHeadModel.from_pretrained(folder, dtype=weights).to(device).eval())
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"{folder}: the checkpoint cannot be loaded ({err}).") from err
     if dtype == "int8":

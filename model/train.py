@@ -23,10 +23,10 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from model.base import load_base, pick_device
 from model.corpus import SEPARATOR, read_corpus
 from model.errors import ModelError
-from model.precision import TRAIN_DTYPES, train_autocast
 from model.run import Run, is_run, load_run, load_state, save_run
-from model.sample import SampleRequest, Sampler
-from model.tokenizer import encode_blocks, train_tokenizer
+from model.sample import Sampler, SampleRequest
+from model.speed import TRAIN_DTYPES, fuse_gelu, train_autocast
+from model.tokenizer import encode_blocks, separator_ids, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,11 @@ class TrainConfig:
 
 
 # The embedded default: a small GPT-2 that trains on 2 CPU cores in minutes without memorising.
-TINY_PRESET = dict(
-    steps=350, batch_size=16, accumulate_gradients=1, learning_rate=1e-3, weight_decay=0.1, dropout=0.2,
-    sample_every=100, sample_length=64, save_every=100, print_every=10, val_every=25, val_batch_count=8,
-    patience=4,
-)
+TINY_PRESET = {
+    "steps": 350, "batch_size": 16, "accumulate_gradients": 1, "learning_rate": 1e-3, "weight_decay": 0.1, "dropout": 0.2,
+    "sample_every": 100, "sample_length": 64, "save_every": 100, "print_every": 10, "val_every": 25, "val_batch_count": 8,
+    "patience": 4,
+}
 
 
 def make_config(base: str = "tiny", **options) -> TrainConfig:
@@ -168,7 +168,7 @@ class Trainer:
         self.train_blocks, self.val_blocks = split_blocks(corpus.blocks, cfg.val_fraction, cfg.seed)
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights and dropout
         self.state = self._load_model()
-        self.model.to(self.device)
+        fuse_gelu(self.model).to(self.device)
         tokens = lambda blocks: torch.tensor(encode_blocks(self.tokenizer, blocks, cfg.separator), dtype=torch.long)
         self.train_data = tokens(self.train_blocks)
         self.val_data = tokens(self.val_blocks) if self.val_blocks else None
@@ -357,14 +357,28 @@ class Trainer:
 
 
 def quality_rates(folder: Path, samples: int, temperature: float = 0.8, device: str = "cpu", prefix: str = "") -> tuple[float, float]:
-    """Share of usable samples and of exact copies of a training block."""
-    sampler = Sampler(load_run(folder, device))
+    """Share of usable samples and of exact copies of a training block, sampled as the bot samples (dtype auto)."""
+    sampler = Sampler(load_run(folder, device, "auto"))
     request = SampleRequest(prefix=prefix, nsamples=samples, batch_size=min(samples, 50), temperature=temperature, seed=0)
     texts = [s.text for s in sampler.generate(request)]
     verdicts = sampler.filter.check_batch(texts)
     usable = sum(v.usable for v in verdicts) / len(verdicts)
     copies = sum(v.reason == "copy" for v in verdicts) / len(verdicts)
     return usable, copies
+
+
+@torch.inference_mode()
+def perplexity(run: Run, blocks: list[str]) -> float:
+    """exp(mean negative log-likelihood per token) of each block and the separator closing it, scored as the
+    model samples them: after a separator. On the held-out blocks, this compares number formats (bench/quality.py)."""
+    sep = separator_ids(run.tokenizer, run.separator)
+    nll, count = 0.0, 0
+    for block in blocks:
+        ids = torch.tensor([(sep + run.tokenizer.encode(block) + sep)[: run.model.config.n_positions]])
+        logits = run.model(input_ids=ids).logits.float()
+        nll += torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
+        count += ids.shape[1] - 1
+    return math.exp(nll / count)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:

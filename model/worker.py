@@ -21,7 +21,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, Self
 
 import torch
 
@@ -79,7 +80,7 @@ class ModelWorker:
         self._stopped: asyncio.Future | None = None  # resolved as the thread exits
         self._closed = False
 
-    async def __aenter__(self) -> ModelWorker:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -1,4 +1,4 @@
-"""Number formats: which one sampling and training use on this machine, and int8 weights for CPU sampling.
+"""Speed on the hardware at hand: the number format sampling and training use, int8 weights, a fused GELU.
 
 Sampling reads every weight once per new token, so on a CPU it runs at the speed of memory: a 124M model is
 500 MB of float32 weights a token. bfloat16 halves that, but only CPUs that compute in it natively (AVX512-BF16,
@@ -15,6 +15,7 @@ import gc
 import warnings
 
 import torch
+from transformers.activations import ACT2FN, NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
 from model import cpu_info
@@ -103,3 +104,13 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def fuse_gelu(model: torch.nn.Module) -> torch.nn.Module:
+    """GPT-2's GELU (tanh approximation, seven elementwise ops in transformers) as torch's one fused kernel for the
+    same function, in place: training keeps 750 MB less for the backward pass at 1 x 1024 tokens (124M)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, NewGELUActivation):
+                setattr(parent, name, ACT2FN["gelu_pytorch_tanh"])
+    return model
