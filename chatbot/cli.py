@@ -147,6 +147,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="compute in bfloat16 (autocast) or float32; "
+                   "auto (default): bfloat16 where it is native (GPUs, CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--eval-samples", type=int, help="samples drawn at the end to report usable/copy rates (0: skip)")
 
 
@@ -163,6 +165,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-include-prefix", dest="include_prefix", action="store_false", help="leave the prefix out")
     p.add_argument("--destination-path", type=Path, help="write samples to this file instead of printing them")
     p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "int8"],
+                   help="the weights' format while sampling (default: settings' sample_dtype, auto)")
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -192,13 +196,13 @@ def report_training(result) -> None:
         print(f"Samples at temperature 0.8: {result.usable_rate:.0%} usable, {result.copy_rate:.0%} exact copies of a training text.")
 
 
-def open_sampler(settings, run_name: str | None, checkpoint_dir: str | None, device: str | None):
+def open_sampler(settings, run_name: str | None, checkpoint_dir: str | None, device: str | None, dtype: str | None = None):
     from model.base import pick_device
     from model.run import find_run, load_run
     from model.sample import Sampler
 
     folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name)
-    run = load_run(folder, pick_device(device or settings.device))
+    run = load_run(folder, pick_device(device or settings.device), dtype or settings.sample_dtype)
     return Sampler(run, blocked_words=settings.blocked_words, max_length=settings.max_tweet_length)
 
 
@@ -207,7 +211,7 @@ def cmd_generate(args) -> None:
 
     settings = load_settings()
     temperature = settings.temperature if args.temperature is None else args.temperature
-    sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device)
+    sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device, args.dtype)
     count = args.count or settings.count
     request = SampleRequest(
         prefix=args.prefix, temperature=temperature, top_k=settings.top_k if args.top_k is None else args.top_k,
