@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 from chatbot import health, publish_cli, storage_cli
@@ -341,34 +342,35 @@ async def open_log(settings):
     return db
 
 
-def chat_frontends(settings, core) -> list[tuple[object, Awaitable[None]]]:
-    """(front end, the coroutine that serves it) for every chat platform with credentials; else the terminal."""
+def chat_frontends(settings, core) -> list[tuple[object, Callable[[], Awaitable[None]]]]:
+    """(front end, what serves it) for every chat platform with credentials; else the terminal. Every front end's
+    settings are checked before any starts."""
     frontends = []
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if token:
         from chatbot.frontends.discord_bot import DiscordBot, DiscordOptions
 
         bot = DiscordBot(core, DiscordOptions.from_settings(settings))
-        frontends.append((bot, bot.serve(token)))
+        frontends.append((bot, partial(bot.serve, token)))
     if any(os.environ.get(name, "").strip() for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")):
         from chatbot.frontends.slack_bot import SlackBot, SlackOptions, SlackTokens
 
         options = SlackOptions.from_settings(settings)
         slack = SlackBot(core, options, SlackTokens.from_environment(options.http))
-        frontends.append((slack, slack.serve()))
+        frontends.append((slack, slack.serve))
     if not frontends:
         from chatbot.frontends.console import Console
 
         console = Console(core)
-        frontends.append((console, console.run()))
+        frontends.append((console, console.run))
     log.info("serving %s", ", ".join(frontend.platform for frontend, _ in frontends))
     return frontends
 
 
-async def serve(frontends: list[Awaitable[None]], helpers: list[Awaitable[None]]) -> None:
+async def serve(frontends: list[Callable[[], Awaitable[None]]], helpers: list[Awaitable[None]]) -> None:
     """Run the front ends and their helpers until the first front end ends (or fails: its error is raised);
     everything else is then cancelled and awaited."""
-    serving = [asyncio.create_task(coroutine) for coroutine in frontends]
+    serving = [asyncio.create_task(start()) for start in frontends]
     background = [asyncio.create_task(coroutine) for coroutine in helpers]
     try:
         done, _ = await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
