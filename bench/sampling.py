@@ -70,12 +70,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_random_run(folder: str, corpus: str) -> None:
     """A run folder with random 124M weights (GPT2Config() defaults), the GPT-2 tokenizer and the corpus
     blocks. Runs in a child process so that building it does not count in this process's peak memory."""
+    import transformers
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from model.corpus import SEPARATOR, read_corpus
     from model.run import Run, save_run
     from model.tokenizer import gpt2_tokenizer
 
+    transformers.logging.disable_progress_bar()
     blocks = read_corpus(corpus).blocks
     save_run(Run(Path(folder), GPT2LMHeadModel(GPT2Config()), gpt2_tokenizer(), SEPARATOR, blocks,
                  {"base": "random-init", "step": 0}))

@@ -11,8 +11,8 @@ bench/sampling.py), and a monitor task that asks to wake every 10 ms and records
   2. training: Trainer.train_step() of the embedded default (tiny preset, on the proverbs) runs in a thread
      for --train-requests (10) more requests.
 
-gpt-2-simple's side: ../shared/bench/run.sh leak (60 generate calls of 5 x 20 tokens, memory and graph size
-every 20), skipped with a message where that stack is not installed. Figures are printed as name=value lines,
+gpt-2-simple's side: ../shared/bench/run.sh leak (60 generate calls of 5 x 20 tokens on its tiny model by
+default, memory and graph size every 20), skipped with a message where that stack is not installed. Figures are printed as name=value lines,
 then a short summary. See bench/README.md.
 """
 
@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-requests", type=int, default=10, help="requests while training runs beside (default: %(default)s)")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="also run gpt-2-simple's repeated generate calls (../shared/bench run.sh leak)")
-    p.add_argument("--peer-model", default="124M", help="124M or tiny (default: %(default)s)")
+    p.add_argument("--peer-model", default="tiny", help="tiny (its growth shows in minutes) or 124M (default: %(default)s)")
     p.add_argument("--device", default="auto", help="(default: %(default)s)")
     args = p.parse_args(argv)
     if args.requests < 1 or args.every < 1 or args.train_requests < 0:
@@ -103,6 +103,7 @@ async def run(args, folder, request, tmp: str) -> dict[str, str]:
         figures.update(lag.figures("sampling"))
         other = busy.cores()
         figures["other_processes_cores"] = "n/a" if other is None else f"{other:.2f}"
+        figures["peak_rss_mb"] = f"{peak_rss_mb():.0f}"  # load and sampling; training beside adds its own
         if args.train_requests:
             with TrainingBeside(args.corpus, tmp) as training:
                 async with LagMonitor() as lag:
@@ -110,7 +111,6 @@ async def run(args, folder, request, tmp: str) -> dict[str, str]:
                         await worker.sample(request)
             figures.update(lag.figures("training"))
             figures["training_steps_beside"] = str(training.steps)
-    figures["peak_rss_mb"] = f"{peak_rss_mb():.0f}"
     return figures
 
 
