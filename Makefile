@@ -37,6 +37,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sampling.py --random-init
 	$(BIN)/python bench/training.py --random-init
+	$(BIN)/python bench/worker.py --random-init
 	$(BIN)/python bench/storage.py
 
 clean:

@@ -62,10 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_random_base(folder: str) -> None:
     """A Hugging Face folder with random 124M weights and the GPT-2 tokenizer. Runs in a child process so
     that building it does not count in the benchmark's peak memory."""
+    import transformers
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from model.tokenizer import gpt2_tokenizer
 
+    transformers.logging.disable_progress_bar()
     GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
     gpt2_tokenizer().save_pretrained(folder)
 
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
     from model.train import Trainer, make_config
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     tmp = tempfile.TemporaryDirectory(prefix="proverbot-bench-")
     build_s = None
     if args.base:
