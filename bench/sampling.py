@@ -124,13 +124,14 @@ class ForceSeparator:
         return scores
 
 
-def parameter_count(model) -> int:
-    """Parameters, int8 weights (dynamic quantisation keeps them outside parameters()) included."""
+def parameter_count(config) -> int:
+    """Parameters of a GPT-2 of this shape, the tied embedding counted once (an int8 model keeps a second,
+    quantised copy of it as its output layer, so its own tensors would count it twice)."""
     import torch
+    from transformers import GPT2LMHeadModel
 
-    quantized = torch.ao.nn.quantized.dynamic.Linear
-    return sum(p.numel() for p in model.parameters()) + sum(
-        m.weight().numel() for m in model.modules() if isinstance(m, quantized))
+    with torch.device("meta"):
+        return sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
 
 
 async def measure(load, request, repeats: int) -> dict:
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
     ours = asyncio.run(measure(bot.load, request, args.repeats))
     sampler, batch, times = bot.sampler, ours["batch"], ours["times"]
     cfg = sampler.model.config
-    n_params = parameter_count(sampler.model)
+    n_params = parameter_count(cfg)
     ours_s = statistics.median(times)
 
     figures = {
