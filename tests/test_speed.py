@@ -34,6 +34,16 @@ def test_auto_picks_bfloat16_only_where_the_cpu_has_it(native_bf16):
     assert train_autocast("float32", CPU) is None and train_autocast("bfloat16", CPU) == torch.bfloat16
 
 
+def test_auto_on_cuda_picks_bfloat16_where_the_gpu_has_it(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert sample_dtype("auto", cuda) == "bfloat16" and train_autocast("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert sample_dtype("auto", cuda) == "float32"
+    assert train_autocast("auto", cuda) == torch.float16  # with loss scaling (the Trainer's GradScaler)
+    assert train_autocast("float32", cuda) is None
+
+
 def test_bad_dtypes_are_refused():
     with pytest.raises(ModelError, match="Unknown sampling dtype 'float16'"):
         sample_dtype("float16", CPU)
