@@ -35,14 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Seconds for the bot (model worker, sampler, filters) to get 5 usable candidates from a GPT-2 "
                     "124M, next to gpt-2-simple's generate. Prints name=value lines and a summary.",
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--random-init", action="store_true",
-                     help="random 124M weights (GPT2Config() defaults) and the GPT-2 tokenizer; no download")
-    src.add_argument("--run-name", help="a trained run in --checkpoint-dir (default: the most recent one)")
-    p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"), help="folder of run folders (default: %(default)s)")
-    p.add_argument("--corpus", default=str(ROOT / "data/proverbs_clean.txt"),
-                   help="the random run's training texts, for the copy filters (default: %(default)s)")
-    p.add_argument("--dtype", default="auto", help="sampling dtype: auto, float32, bfloat16, int8 (default: %(default)s)")
+    add_run_arguments(p)
     p.add_argument("--stop-at", type=int, default=None,
                    help="force the separator at this new token (default: 30 with --random-init, 0 = off with a run)")
     p.add_argument("--count", type=int, default=5, help="candidates wanted (default: %(default)s)")
@@ -53,18 +46,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed requests after one warm-up; the median is printed (default: %(default)s)")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="also run gpt-2-simple's generate and generate-long (../shared/bench; ~3 min on 2 CPU cores)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: %(default)s)")
     p.add_argument("--build-random-run", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: child process
     args = p.parse_args(argv)
     if args.build_random_run:
         return args
-    if not args.random_init and args.run_name is None and not Path(args.checkpoint_dir).is_dir():
-        p.error("give --random-init, or --run-name/--checkpoint-dir of a trained run")
     if args.stop_at is None:
         args.stop_at = 30 if args.random_init else 0
     if args.repeats < 1 or args.count < 1 or args.length < 8 or args.batch_size < 1 or not 0 <= args.stop_at < args.length:
         p.error("--repeats, --count, --batch-size must be at least 1, --length at least 8, --stop-at below --length")
     return args
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The model the sampling benches load: random 124M weights or a trained run, its dtype and device."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--random-init", action="store_true",
+                     help="random 124M weights (GPT2Config() defaults) and the GPT-2 tokenizer; no download")
+    src.add_argument("--run-name", help="a trained run in --checkpoint-dir (default: the most recent one)")
+    p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"), help="folder of run folders (default: %(default)s)")
+    p.add_argument("--corpus", default=str(ROOT / "data/proverbs_clean.txt"),
+                   help="the random run's training texts, for the copy filters (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", help="sampling dtype: auto, float32, bfloat16, int8 (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: %(default)s)")
+
+
+def run_folder(args: argparse.Namespace, tmp: str) -> Path:
+    """The run folder to load: with --random-init a random 124M one written into `tmp` by a child process (so
+    that building it does not count in this process's memory), else the trained run named."""
+    from model.errors import ModelError
+    from model.run import find_run
+
+    if not args.random_init:
+        try:
+            return find_run(args.checkpoint_dir, args.run_name)
+        except ModelError as err:
+            sys.exit(f"{err} Give --random-init, or --run-name/--checkpoint-dir of a trained run.")
+    folder = Path(tmp) / "random-124M"
+    subprocess.run([sys.executable, __file__, "--build-random-run", str(folder), "--corpus", args.corpus], check=True)
+    return folder
 
 
 def build_random_run(folder: str, corpus: str) -> None:
@@ -183,18 +202,13 @@ def main(argv=None) -> int:
     import transformers
 
     from model.base import pick_device
-    from model.run import find_run
     from model.sample import SampleRequest
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     device = pick_device(args.device)
     tmp = tempfile.TemporaryDirectory(prefix="proverbot-bench-")
-    if args.random_init:
-        folder = Path(tmp.name) / "random-124M"
-        subprocess.run([sys.executable, __file__, "--build-random-run", str(folder), "--corpus", args.corpus], check=True)
-    else:
-        folder = find_run(args.checkpoint_dir, args.run_name)
+    folder = run_folder(args, tmp.name)
 
     request = SampleRequest(count=args.count, length=args.length, batch_size=args.batch_size,
                             temperature=args.temperature, seed=args.seed)

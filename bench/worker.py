@@ -18,7 +18,6 @@ then a short summary. See bench/README.md.
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,25 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchutil import LagMonitor, OtherLoad, busy_warning, peak_rss_mb, rss_mb, run_peer
-from sampling import BotSampler
+from sampling import BotSampler, add_run_arguments, run_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Resident memory over many /proverb requests through the model worker, "
                                             "and event-loop lag while it samples and trains. Prints name=value lines.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--random-init", action="store_true", help="random 124M weights and the GPT-2 tokenizer; no download")
-    src.add_argument("--run-name", help="a trained run in --checkpoint-dir (default: the most recent one)")
-    p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"), help="(default: %(default)s)")
-    p.add_argument("--corpus", default=str(ROOT / "data/proverbs_clean.txt"), help="(default: %(default)s)")
-    p.add_argument("--dtype", default="auto", help="sampling dtype (default: %(default)s)")
+    add_run_arguments(p)
     p.add_argument("--requests", type=int, default=500, help="requests in the sampling phase (default: %(default)s)")
     p.add_argument("--every", type=int, default=50, help="print resident memory every N requests (default: %(default)s)")
     p.add_argument("--train-requests", type=int, default=10, help="requests while training runs beside (default: %(default)s)")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="also run gpt-2-simple's repeated generate calls (../shared/bench run.sh leak)")
     p.add_argument("--peer-model", default="tiny", help="tiny (its growth shows in minutes) or 124M (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="(default: %(default)s)")
     args = p.parse_args(argv)
     if args.requests < 1 or args.every < 1 or args.train_requests < 0:
         p.error("--requests and --every must be at least 1, --train-requests at least 0")
@@ -118,18 +111,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import transformers
 
-    from model.run import find_run
     from model.sample import SampleRequest
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     tmp = tempfile.TemporaryDirectory(prefix="proverbot-bench-")
-    if args.random_init:
-        folder = Path(tmp.name) / "random-124M"
-        subprocess.run([sys.executable, str(ROOT / "bench/sampling.py"), "--build-random-run", str(folder),
-                        "--corpus", args.corpus], check=True)
-    else:
-        folder = find_run(args.checkpoint_dir, args.run_name)
+    folder = run_folder(args, tmp.name)
     request = SampleRequest(count=5, length=100, batch_size=20, temperature=0.7)
     figures = {"weights": "random-init" if args.random_init else folder.name, "requests": str(args.requests)}
     figures.update(asyncio.run(run(args, folder, request, tmp.name)))
