@@ -21,6 +21,7 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY chatbot ./chatbot
 COPY storage ./storage
+COPY proverbot_errors.py ./
 COPY data ./data
 RUN pip install .
 

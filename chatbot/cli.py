@@ -16,7 +16,7 @@ from chatbot import health, publish_cli, storage_cli
 from chatbot.arguments import add_sampling_arguments, positive_int
 from chatbot.config import describe as describe_settings
 from chatbot.config import load_settings
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 log = logging.getLogger("proverbot")
 

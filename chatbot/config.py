@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 DEFAULT_FILE = "proverbot.toml"
 

@@ -28,7 +28,7 @@ from chatbot.publishers.posting import (  # noqa: F401 (re-exported)
     PublisherUsage,
 )
 from chatbot.publishers.registry import Publishers
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 from model.sample import SampleRequest
 from storage import (
     Database,

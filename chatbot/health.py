@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 BEAT = 30.0           # seconds between beats
 MAX_AGE = 3 * BEAT    # a beat older than this: the bot is stuck or gone

@@ -80,7 +80,7 @@ def cmd_doctor(args) -> int:
 
 async def check_all(publishers) -> int:
     """verify() each publisher in turn, printing what works; returns how many failed."""
-    from model.errors import ProverbotError
+    from proverbot_errors import ProverbotError
 
     failed = 0
     for publisher in publishers:
@@ -135,7 +135,7 @@ async def post_one(settings, publishers, candidate_id: int | None, text: str | N
 async def post_a_candidate(settings, publishers, generation_id: int, pick: str, seed: int | None, to: str | None):
     """Post the picked usable candidate of the generation; one already posted (or being posted) is passed over for
     the next in the order of the pick."""
-    from model.errors import ProverbotError
+    from proverbot_errors import ProverbotError
 
     async with opened_log(settings, publishers) as poster:
         generation = await poster.db.get_generation(generation_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from chatbot.core import AskResult, Posted, ShownCandidate, Status
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 from storage import AlreadyPosted, PostInfo, ScheduleInfo, TallyRow
 
 Quote = Callable[[str], str]

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from chatbot import replies
 from chatbot.core import AskResult, Context, Core
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 from storage import Database, ScheduleRun
 
 log = logging.getLogger(__name__)

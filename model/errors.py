@@ -1,8 +1,6 @@
-"""One exception family for errors a person can act on; front ends show str(err)."""
+"""The model's errors a person can act on: each is a ProverbotError whose str() is the message to show."""
 
-
-class ProverbotError(Exception):
-    """Base class: the message is written for the person who asked."""
+from proverbot_errors import ProverbotError
 
 
 class CorpusError(ProverbotError):

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 
 from chatbot.core import BadRequest, Context, Core
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from chatbot.frontends.common import (
     post_options,
     schedule_options,
 )
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
 

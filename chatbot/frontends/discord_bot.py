@@ -41,7 +41,7 @@ from chatbot.core import (
 )
 from chatbot.frontends import common
 from chatbot.frontends.common import NotAllowed, candidate_id, finish_in_flight
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 X_ENV = {"consumer_key": "TWITTER_CONSUMER_KEY", "consumer_secret": "TWITTER_CONSUMER_SECRET",
          "access_token": "TWITTER_ACCESS_TOKEN", "access_token_secret": "TWITTER_ACCESS_TOKEN_SECRET"}

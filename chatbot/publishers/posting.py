@@ -28,7 +28,7 @@ from chatbot.publishers import (
     title_of,
 )
 from chatbot.publishers.registry import Publishers
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 from storage import Database, PostInfo
 
 if TYPE_CHECKING:

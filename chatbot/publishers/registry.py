@@ -11,7 +11,7 @@ resolve to it (and nothing is posted).
 from collections.abc import Iterable, Iterator, Mapping
 
 from chatbot.publishers import Publisher
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 KNOWN = ("x", "mastodon", "bluesky", "dryrun")
 
