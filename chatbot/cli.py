@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--run-name", help="count tokens with this run's tokenizer (default: GPT-2's)")
     stats.set_defaults(func=cmd_corpus_stats)
 
-    config = commands.add_parser("config", help="show every setting, its environment variable and current value")
+    config = commands.add_parser("config", help="show every setting: its value (secrets masked), where the value came "
+                                 "from, its environment variables")
+    config.add_argument("--json", action="store_true", help="print one JSON object, keyed by setting")
     config.set_defaults(func=cmd_config)
     storage_cli.add_commands(commands)
     publish_cli.add_commands(commands)
@@ -173,9 +175,15 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 # -- commands ----------------------------------------------------------------------------------------
 
 def cmd_config(args) -> None:
-    settings = load_settings()
-    for name, env, description in describe_settings():
-        print(f"{name} = {getattr(settings, name)!r}\n    {env}: {description}")
+    shown = describe_settings()
+    if args.json:
+        import json
+
+        print(json.dumps({s.name: {"value": s.value, "origin": s.origin, "variables": list(s.variables),
+                                   "description": s.description} for s in shown}, indent=2, ensure_ascii=False))
+        return
+    for s in shown:
+        print(f"{s.name} = {s.text}".rstrip() + f"  ({s.origin})\n    {' or '.join(s.variables)}: {s.description}")
 
 
 def cmd_train(args) -> None:

@@ -1,25 +1,23 @@
 """Where the publishers' secrets come from. No message, repr or log line here ever contains a secret's value.
 
-X: the environment variables TWITTER_CONSUMER_KEY, TWITTER_CONSUMER_SECRET, TWITTER_ACCESS_TOKEN and
-TWITTER_ACCESS_TOKEN_SECRET (all four, or none), else the tutorial's JSON file named by the setting
-twitter_credentials_file:
+X: the four settings twitter_consumer_key, twitter_consumer_secret, twitter_access_token and
+twitter_access_token_secret (all four, or none; usually the variables TWITTER_CONSUMER_KEY, ...: chatbot/config.py),
+else the tutorial's JSON file named by the setting twitter_credentials_file:
 
     {"consumer_key": "...", "consumer_secret": "...", "access_key": "...", "access_secret": "..."}
 
-Mastodon and Bluesky: settings (proverbot.toml or PROVERBOT_* variables), a URL or handle and its secret together.
+Mastodon and Bluesky: settings too, a URL or handle and its secret together.
 """
 
 import json
-import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from proverbot_errors import ProverbotError
 
-X_ENV = {"consumer_key": "TWITTER_CONSUMER_KEY", "consumer_secret": "TWITTER_CONSUMER_SECRET",
-         "access_token": "TWITTER_ACCESS_TOKEN", "access_token_secret": "TWITTER_ACCESS_TOKEN_SECRET"}
+X_SETTINGS = {"consumer_key": "twitter_consumer_key", "consumer_secret": "twitter_consumer_secret",
+              "access_token": "twitter_access_token", "access_token_secret": "twitter_access_token_secret"}
 X_FILE_KEYS = {"consumer_key": "consumer_key", "consumer_secret": "consumer_secret", "access_token": "access_key",
                "access_token_secret": "access_secret"}
 X_LABELS = {"consumer_key": "consumer key (API key)", "consumer_secret": "consumer secret (API key secret)",
@@ -57,16 +55,18 @@ class XCredentials:
         return problems
 
 
-def x_credentials(path: Path | None, environ: Mapping[str, str] = os.environ) -> XCredentials | None:
-    """X's credentials from the environment, else from the file at `path` (when set), else None."""
-    found = {field: environ.get(variable, "").strip() for field, variable in X_ENV.items()}
+def x_credentials(settings) -> XCredentials | None:
+    """X's credentials from the four twitter_* settings, else from the file twitter_credentials_file (when set),
+    else None."""
+    found = {field: reveal(getattr(settings, name)) for field, name in X_SETTINGS.items()}
     if any(found.values()):
-        missing = [X_ENV[field] for field, value in found.items() if not value]
+        missing = [f"{name} ({name.upper()})" for field, name in X_SETTINGS.items() if not found[field]]
         if missing:
-            raise CredentialsError(f"X credentials in the environment are incomplete: {', '.join(missing)} "
-                                   f"{'is' if len(missing) == 1 else 'are'} not set (all four TWITTER_* variables are "
+            raise CredentialsError(f"X credentials are incomplete: {', '.join(missing)} "
+                                   f"{'is' if len(missing) == 1 else 'are'} not set (all four twitter_* settings are "
                                    "needed).")
-        return XCredentials(**found, source="the TWITTER_* environment variables")
+        return XCredentials(**found, source="the twitter_* settings")
+    path = settings.twitter_credentials_file
     return None if path is None else read_x_file(Path(path).expanduser())
 
 

@@ -9,9 +9,6 @@ libraries are imported only for the publishers configured. Incomplete credential
 or a publish_to / publish_channels naming a publisher that is not configured are ConfigErrors.
 """
 
-import os
-from collections.abc import Mapping
-
 from chatbot.config import ConfigError
 from chatbot.publishers import Publisher
 from chatbot.publishers.credentials import pair, x_credentials
@@ -20,8 +17,8 @@ from chatbot.publishers.lengths import x_limits
 from chatbot.publishers.registry import Publishers, UnknownPublisher
 
 
-def build_publishers(settings, environ: Mapping[str, str] = os.environ) -> Publishers:
-    return assemble(configured_publishers(settings, environ), settings)
+def build_publishers(settings) -> Publishers:
+    return assemble(configured_publishers(settings), settings)
 
 
 def assemble(real: list[Publisher], settings) -> Publishers:
@@ -36,11 +33,11 @@ def assemble(real: list[Publisher], settings) -> Publishers:
     return registry([dry], settings, stand_ins=[publisher.name for publisher in real], note=note)
 
 
-def configured_publishers(settings, environ: Mapping[str, str] = os.environ) -> list[Publisher]:
+def configured_publishers(settings) -> list[Publisher]:
     """The real publishers whose credentials are set, in the order X, Mastodon, Bluesky (not yet connected)."""
     options = {"timeout": settings.publish_timeout, "attempts": settings.publish_attempts}
     found: list[Publisher] = []
-    credentials = x_credentials(settings.twitter_credentials_file, environ)
+    credentials = x_credentials(settings)
     if credentials is not None:
         from chatbot.publishers.twitter import XPublisher
 
