@@ -19,17 +19,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chatbot.context import Context
+from chatbot.posting import Posted, Poster, PublisherUsage
 from chatbot.publishers import Publisher
-from chatbot.publishers.posting import (  # noqa: F401 (re-exported)
-    Posted,
-    Poster,
-    PostFailed,
-    PostUnknown,
-    PublisherUsage,
-)
 from chatbot.publishers.registry import Publishers
-from proverbot_errors import ProverbotError
 from model.sample import SampleRequest
+from proverbot_errors import ProverbotError
 from storage import (
     Database,
     GenerationInfo,
@@ -54,17 +49,6 @@ class BadRequest(ProverbotError):
 
 class NothingToPost(ProverbotError):
     """No batch in this channel yet, or no candidate in it can be posted."""
-
-
-@dataclass(frozen=True)
-class Context:
-    """Who asks, and where: the platform's ids as strings."""
-
-    platform: str
-    channel_id: str | None = None
-    user_id: str | None = None
-    user_name: str | None = None
-    server_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +196,7 @@ class Core:
         (ties: the earlier one; nobody voted: the first usable), on publisher `to` (x, mastodon, bluesky, dryrun;
         None: the channel's, else the default). Refused before anything is sent: UnknownPublisher, TooLong,
         AlreadyPosted / PostInProgress (storage), QuotaReached. PostFailed: publishing failed and the candidate
-        stays postable; PostUnknown: it may be online, a person checks (see chatbot/publishers/posting.py)."""
+        stays postable; PostUnknown: it may be online, a person checks (see chatbot/posting.py)."""
         if candidate_id is None and text is None:
             candidate_id = await self._pick(ctx)
         return await self.poster.post(ctx, candidate_id, text=text, to=to)

@@ -17,10 +17,10 @@ import random
 import sys
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 from chatbot.arguments import add_sampling_arguments, positive_int
 from chatbot.config import load_settings
+from chatbot.context import Context
 from storage import AlreadyPosted, PostInProgress
 
 PICKS = ("random", "best")
@@ -172,7 +172,7 @@ def score(text: str) -> int:
 async def opened_log(settings, publishers):
     """The log started, with a Poster on it; pending posts older than the longest a post can take are marked
     unknown first (with a warning). Closed after."""
-    from chatbot.publishers.posting import Poster
+    from chatbot.posting import Poster
     from chatbot.publishers.remote import longest_publish
     from storage import Database
 
@@ -190,13 +190,13 @@ async def opened_log(settings, publishers):
         await db.close()
 
 
-def cli_context():
-    """Who asks, for the log and the audit trail (a chatbot.core.Context without importing the model layer)."""
+def cli_context() -> Context:
+    """Who asks, for the log and the audit trail: the login name, on platform "cli"."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "cli"
-    return SimpleNamespace(platform="cli", channel_id=None, user_id=None, user_name=user, server_id=None)
+    return Context("cli", user_name=user)
 
 
 def report(posted) -> None:

@@ -4,15 +4,15 @@ import re
 
 import pytest
 
+from chatbot.context import Context
 from chatbot.core import (
     BadRequest,
-    Context,
     Core,
     Defaults,
     ModelInfo,
     NothingToPost,
-    PostFailed,
 )
+from chatbot.posting import PostFailed
 from chatbot.publishers import PublishError
 from chatbot.publishers.dryrun import DryRunPublisher
 from storage import AlreadyPosted

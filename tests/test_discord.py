@@ -9,7 +9,8 @@ import pytest
 
 from chatbot.cli import run_bot
 from chatbot.config import ConfigError, load_settings
-from chatbot.core import Context, Defaults
+from chatbot.context import Context
+from chatbot.core import Defaults
 from chatbot.frontends.discord_bot import (
     LIMIT,
     DiscordBot,

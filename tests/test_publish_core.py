@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chatbot.core import Context, Core, ModelInfo, PostFailed, PostUnknown
+from chatbot.context import Context
+from chatbot.core import Core, ModelInfo
+from chatbot.posting import Poster, PostFailed, PostUnknown
 from chatbot.publishers import TooLong
 from chatbot.publishers.credentials import XCredentials
 from chatbot.publishers.dryrun import DryRunPublisher
 from chatbot.publishers.lengths import bluesky_limits, mastodon_length, mastodon_limits, x_limits
 from chatbot.publishers.mastodon import MastodonPublisher
-from chatbot.publishers.posting import Poster
 from chatbot.publishers.registry import Publishers, UnknownPublisher
 from chatbot.publishers.twitter import XPublisher
 from storage import AlreadyPosted, NewCandidate, PostInProgress, QuotaReached

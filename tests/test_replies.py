@@ -2,7 +2,7 @@
 
 from chatbot import replies
 from chatbot.core import ModelInfo, Status
-from chatbot.publishers.posting import PublisherUsage
+from chatbot.posting import PublisherUsage
 from storage import AlreadyPosted
 
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chatbot.core import AskResult, BadRequest, Context, Core, Defaults
+from chatbot.context import Context
+from chatbot.core import AskResult, BadRequest, Core, Defaults
 from chatbot.frontends.console import Console
 from chatbot.publishers.dryrun import DryRunPublisher
 from chatbot.publishers.registry import Publishers

@@ -15,7 +15,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from chatbot import replies
 from chatbot.cli import run_bot
 from chatbot.config import ConfigError, load_settings
-from chatbot.core import Context, Defaults
+from chatbot.context import Context
+from chatbot.core import Defaults
 from chatbot.frontends import slack_bot
 from chatbot.frontends.slack_bot import (
     LIMIT,

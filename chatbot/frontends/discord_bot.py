@@ -29,6 +29,7 @@ from discord.ext import commands
 
 from chatbot import replies
 from chatbot.config import ConfigError
+from chatbot.context import Context
 from chatbot.core import (
     COUNT,
     LENGTH,
@@ -36,7 +37,6 @@ from chatbot.core import (
     TEMPERATURE,
     WINDOW,
     AskResult,
-    Context,
     Core,
 )
 from chatbot.frontends import common

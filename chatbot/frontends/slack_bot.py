@@ -43,7 +43,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from chatbot import replies
 from chatbot.config import ConfigError
-from chatbot.core import AskResult, BadRequest, Context, Core
+from chatbot.context import Context
+from chatbot.core import AskResult, BadRequest, Core
 from chatbot.frontends import common
 from chatbot.frontends.common import (
     PROVERB_KEYS,

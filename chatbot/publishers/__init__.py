@@ -13,7 +13,9 @@ recorded), ``title`` (its name for people, e.g. "X") and ``verify()`` (one cheap
     lengths.py                            how each platform counts a text
     credentials.py                        where the secrets come from
     registry.py                           the configured publishers by name; factory.py builds them from settings
-    posting.py                            exactly-once posting through the log: checks, pending, publish, settle
+
+They know nothing of the log or the core: chatbot/posting.py posts through them exactly once (checks, pending,
+publish, settle).
 """
 
 from collections.abc import Callable

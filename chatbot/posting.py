@@ -1,5 +1,7 @@
 """Posting exactly once through the log, for the core (chat front ends, scheduler) and the CLI.
 
+The publishers (chatbot/publishers/) only talk to their platforms; this is where a post meets the log.
+
     poster = Poster(db, publishers)                     # a Publishers, or a single publisher
     posted = await poster.post(ctx, candidate_id=12)    # or text="...", to="mastodon"
     usage = await poster.usage()                        # posts in the last 24 h and quota, per publisher
@@ -12,14 +14,12 @@ the process dies in between, the next start marks it unknown: nothing is ever re
 is in the audit trail.
 """
 
-from __future__ import annotations
-
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING
 
+from chatbot.context import Context
 from chatbot.publishers import (
     OutcomeUnknown,
     Publisher,
@@ -30,9 +30,6 @@ from chatbot.publishers import (
 from chatbot.publishers.registry import Publishers
 from proverbot_errors import ProverbotError
 from storage import Database, PostInfo
-
-if TYPE_CHECKING:
-    from chatbot.core import Context
 
 
 class PostFailed(ProverbotError):

@@ -1,0 +1,18 @@
+"""Who asks, and where: what every step of the workflow logs with it (chat front ends, scheduler, CLI).
+
+    Context("discord", channel_id="123", user_id="456", user_name="ada", server_id="789")
+    Context("cli", user_name="ada")
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who asks, and where: the platform's ids as strings."""
+
+    platform: str
+    channel_id: str | None = None
+    user_id: str | None = None
+    user_name: str | None = None
+    server_id: str | None = None
