@@ -12,7 +12,7 @@ ScheduleError     a schedule's time of day, time zone or window is invalid
 
 from datetime import datetime
 
-from model.errors import ProverbotError
+from proverbot_errors import ProverbotError
 
 
 class StorageError(ProverbotError):
