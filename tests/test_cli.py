@@ -90,7 +90,7 @@ def test_sampling_parameters_out_of_range(capsys, trained_run, option, value, me
 def test_bad_setting_in_environment(capsys, monkeypatch):
     monkeypatch.setenv("PROVERBOT_COUNT", "lots")
     code, _, err = run(capsys, "config")
-    assert code == 1 and "Bad configuration in PROVERBOT_* variables: count:" in err
+    assert code == 1 and "Bad setting count (environment PROVERBOT_COUNT): Input should be a valid integer" in err
 
 
 def test_config_lists_every_knob(capsys):

@@ -26,7 +26,7 @@ SECRETS = [KEYS["consumer_key"], KEYS["consumer_secret"], KEYS["access_token"], 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch, tmp_path):
     """No credentials from the machine running the tests, no proverbot.toml, no traffic beyond 127.0.0.1."""
-    for name in [*ENV, "PROVERBOT_CONFIG"]:
+    for name in [*ENV, *(f"PROVERBOT_{name}" for name in ENV), "PROVERBOT_CONFIG", "PROVERBOT_ENV_FILE"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     guard_network(monkeypatch)
@@ -110,7 +110,7 @@ def test_every_configured_publisher_in_order_and_a_forced_dry_run(monkeypatch, f
     ({"PROVERBOT_PUBLISH_CHANNELS": '{"discord:1": "myspace"}'}, "'myspace' is not one of x, mastodon, bluesky"),
     ({"PROVERBOT_MASTODON_API_BASE_URL": "https://example.social"},
      "mastodon_api_base_url is set but mastodon_access_token is not (PROVERBOT_MASTODON_ACCESS_TOKEN)"),
-    ({"TWITTER_ACCESS_TOKEN": ""}, "TWITTER_ACCESS_TOKEN is not set"),
+    ({"TWITTER_ACCESS_TOKEN": ""}, "twitter_access_token (TWITTER_ACCESS_TOKEN) is not set"),
 ])
 def test_a_configuration_mistake_is_one_line(monkeypatch, capsys, env, message):
     with_x(monkeypatch)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from chatbot.config import load_settings
 from chatbot.publishers import (
     BadCredentials,
     Duplicate,
@@ -168,24 +169,39 @@ async def test_no_secret_is_ever_logged_or_printed(fake, caplog, capsys):
 
 # -- credentials ----------------------------------------------------------------------------------------------
 
-def test_credentials_from_the_environment():
-    credentials = x_credentials(None, ENV)
-    assert credentials == XCredentials(**KEYS, source="the TWITTER_* environment variables")
+@pytest.fixture
+def settings(monkeypatch, tmp_path):
+    """load_settings, with nothing from the environment or files of the machine running the tests."""
+    for name in [*ENV, *(f"PROVERBOT_{name}" for name in ENV), "PROVERBOT_CONFIG", "PROVERBOT_ENV_FILE"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return load_settings
+
+
+def test_credentials_from_the_settings(settings, monkeypatch):
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, f" {value}\n")
+    credentials = x_credentials(settings())
+    assert credentials == XCredentials(**KEYS, source="the twitter_* settings")
     assert KEYS["consumer_secret"] not in repr(credentials)
 
 
-def test_credentials_from_the_tutorials_file_and_the_environment_first(tmp_path):
+def test_credentials_from_the_tutorials_file_and_the_settings_first(settings, tmp_path):
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({key: f" {value}\n" for key, value in TUTORIAL_FILE.items()}))
-    assert x_credentials(path, {}) == XCredentials(**KEYS, source=str(path))
-    assert x_credentials(path, ENV).source == "the TWITTER_* environment variables"
-    assert x_credentials(None, {}) is None
+    assert x_credentials(settings(twitter_credentials_file=path)) == XCredentials(**KEYS, source=str(path))
+    from_settings = settings(twitter_credentials_file=path, **{f"twitter_{field}": value for field, value in KEYS.items()})
+    assert x_credentials(from_settings).source == "the twitter_* settings"
+    assert x_credentials(settings()) is None
 
 
-def test_incomplete_environment_names_the_missing_variables():
-    partial = {k: v for k, v in ENV.items() if k != "TWITTER_ACCESS_TOKEN_SECRET"}
-    with pytest.raises(CredentialsError, match="TWITTER_ACCESS_TOKEN_SECRET is not set"):
-        x_credentials(None, partial)
+def test_incomplete_settings_name_the_missing_ones(settings, monkeypatch):
+    for name, value in ENV.items():
+        if name != "TWITTER_ACCESS_TOKEN_SECRET":
+            monkeypatch.setenv(name, value)
+    with pytest.raises(CredentialsError, match=re.escape("twitter_access_token_secret (TWITTER_ACCESS_TOKEN_SECRET) is "
+                                                         "not set (all four twitter_* settings are needed)")):
+        x_credentials(settings())
 
 
 @pytest.mark.parametrize("content, message", [
@@ -195,21 +211,21 @@ def test_incomplete_environment_names_the_missing_variables():
     ('["a list"]', "must hold one JSON object with the keys consumer_key, consumer_secret, access_key, access_secret"),
     ("b\xe9", "is not UTF-8 text"),
 ])
-def test_an_unusable_credentials_file_is_a_clear_error(tmp_path, content, message):
+def test_an_unusable_credentials_file_is_a_clear_error(settings, tmp_path, content, message):
     path = tmp_path / "credentials.json"
     if content == "folder":
         path.mkdir()
     elif content is not None:
         path.write_bytes(content.encode("latin-1"))
     with pytest.raises(CredentialsError, match=re.escape(message)) as refused:
-        x_credentials(path, {})
+        x_credentials(settings(twitter_credentials_file=path))
     assert str(path) in str(refused.value)
 
 
-def test_a_credentials_file_missing_keys_names_them_and_never_a_value(tmp_path):
+def test_a_credentials_file_missing_keys_names_them_and_never_a_value(settings, tmp_path):
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({**TUTORIAL_FILE, "access_secret": "", "access_key": None}))
     with pytest.raises(CredentialsError) as refused:
-        x_credentials(path, {})
+        x_credentials(settings(twitter_credentials_file=path))
     assert "lacks access_key, access_secret (or they are empty or not text)" in str(refused.value)
     assert KEYS["consumer_secret"] not in str(refused.value) and KEYS["consumer_key"] not in str(refused.value)
