@@ -2,14 +2,20 @@
 
 import argparse
 
+BIGGEST = 2**63 - 1  # the largest whole number a database (or a C long) holds: ids and counts past it are refused
+
 
 def positive_int(text: str) -> int:
+    """A whole number from 1 to BIGGEST: "12" -> 12; "0", "x", "99999999999999999999" -> one clear line."""
+    shown = text if len(text) <= 30 else text[:30] + "…"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number: {shown!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {shown}")
+    if value > BIGGEST:
+        raise argparse.ArgumentTypeError(f"must be at most {BIGGEST} (2**63 - 1), got {shown}")
     return value
 
 

@@ -4,7 +4,12 @@ proverbot history [--kind generations|candidates|votes|posts|audit] [--limit N] 
 proverbot db upgrade                  create the log or bring its schema up to date
 proverbot db check                    integrity, schema revision, row counts; exit status 1 when something needs doing
 proverbot db backup DEST              a consistent copy of a SQLite log, safe while the bot runs
-proverbot db settle-post ID STATUS    record what happened to a post whose outcome is unknown (posted or failed)
+proverbot db settle-post ID STATUS    record what a person found on the platform for a post whose outcome is unknown
+                                      (or pending, or failed but found online); a posted post is final; audited
+
+`history --csv` writes every cell quoted, and text that a spreadsheet would run as a formula (OWASP, CSV Injection:
+starting with = + - @ tab CR LF) with a leading ', e.g. '=HYPERLINK(...); numbers stay numbers, negative ones too
+(they are the log's own numeric fields, never text someone typed). --json is always exact.
 
 The database is settings' database_url (PROVERBOT_DATABASE_URL / proverbot.toml). None of these commands marks the
 running bot's pending posts as unknown: only the bot's own start-up does that.
@@ -35,7 +40,8 @@ def add_commands(commands) -> None:
     history.add_argument("--platform", help="only this platform (discord, slack, x, ...)")
     output = history.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="a JSON array of objects, every field")
-    output.add_argument("--csv", action="store_true", help="CSV with a header row, every field")
+    output.add_argument("--csv", action="store_true", help="CSV with a header row, every field; text that a "
+                        "spreadsheet would run as a formula (= + - @ ...) starts with '")
     history.set_defaults(func=cmd_history)
 
     db = commands.add_parser("db", help="the log database: upgrade, check, backup, settle a post",
@@ -46,9 +52,17 @@ def add_commands(commands) -> None:
     backup = db_commands.add_parser("backup", help="copy a SQLite log safely, even while the bot runs")
     backup.add_argument("dest", metavar="DEST", help="the new file (never overwritten)")
     backup.set_defaults(func=cmd_backup)
-    settle = db_commands.add_parser("settle-post", help="record the outcome of a post after checking the platform")
-    settle.add_argument("post_id", type=positive_int, metavar="ID", help="the post's number (see `history --kind posts`)")
-    settle.add_argument("status", choices=["posted", "failed"], help="posted: it is online; failed: it is not (retry allowed)")
+    settle = db_commands.add_parser(
+        "settle-post", help="record the outcome of a post after checking the platform",
+        description="Record what you found on the platform for a post whose outcome is unknown (the bot stopped "
+                    "mid-post) or still pending: posted (it is online) or failed (it is not: a new try is allowed). "
+                    "A failed post may also be settled as posted, when a call that failed (a timeout, say) left the "
+                    "post online after all. A posted post is final and cannot be settled again. Every settle is "
+                    "written to the audit trail with what changed (`history --kind audit`).")
+    settle.add_argument("post_id", type=positive_int, metavar="ID",
+                        help="the post's number (see `history --kind posts`)")
+    settle.add_argument("status", choices=["posted", "failed"],
+                        help="posted: it is online; failed: it is not (retry allowed)")
     settle.add_argument("--url", help="the post's address, when posted")
     settle.add_argument("--remote-id", help="the platform's id of the post")
     settle.add_argument("--by", default=None, help="your name for the audit trail (default: your login)")
@@ -98,9 +112,9 @@ def cmd_history(args) -> None:
         from storage.history import KINDS as RECORDS
 
         names = [f.name for f in fields(RECORDS[args.kind][1]) if f.name != "candidates"]
-        writer = csv.DictWriter(sys.stdout, fieldnames=names, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=names, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writeheader()
-        writer.writerows({k: cell(v, iso=True) for k, v in record.items()} for record in records)
+        writer.writerows({k: csv_cell(v) for k, v in record.items()} for record in records)
     elif not records:
         print(f"No {args.kind} in the log yet.")
     else:
@@ -117,6 +131,17 @@ def cell(value, iso: bool = False) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value) if iso else " ".join(str(value).split())
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")  # OWASP, CSV Injection: a spreadsheet may run such a cell
+
+
+def csv_cell(value) -> str:
+    """A CSV cell that a spreadsheet reads as it is: text starting like a formula gets a leading ', e.g.
+    "=HYPERLINK(...)" -> "'=HYPERLINK(...)". Numbers are left alone, negative ones too: -1 is a number, not text.
+    Every cell is also quoted (QUOTE_ALL), so a ; or , inside text never starts a cell of its own."""
+    text = cell(value, iso=True)
+    return "'" + text if isinstance(value, str) and text.startswith(FORMULA_START) else text
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
@@ -162,12 +187,6 @@ def cmd_backup(args) -> None:
 
 
 def cmd_settle_post(args) -> None:
-    async def work(db):
-        post = await db.settle_post(args.post_id, args.status, url=args.url, remote_id=args.remote_id,
-                                    error=None if args.status == "posted" else "settled as failed by hand")
-        detail = f"{args.status} {args.url or args.remote_id or ''}".strip()
-        await db.record_audit("post.settle", None, args.by or login(), f"post #{post.id}", detail)
-        return post
-
-    post = with_database(work)
+    post = with_database(lambda db: db.settle_post_by_hand(args.post_id, args.status, url=args.url,
+                                                           remote_id=args.remote_id, by=args.by or login()))
     print(f"Post #{post.id} on {post.platform} is now {post.status}.")

@@ -12,6 +12,7 @@ from storage.errors import (
                              QuotaReached,
                              ScheduleError,
                              StorageError,
+                             Unusable,
 )
 from storage.posts import normalise_text
 from storage.records import (
@@ -47,6 +48,7 @@ __all__ = [
                              "ScheduleRun",
                              "StorageError",
                              "TallyRow",
+                             "Unusable",
                              "VoteInfo",
                              "next_run_after",
                              "normalise_text",

@@ -37,7 +37,7 @@ from storage.engine import (
     shown,
     sqlite_path,
 )
-from storage.errors import StorageError
+from storage.errors import StorageError, not_found
 from storage.models import Base, Post
 from storage.records import CheckReport
 
@@ -106,6 +106,14 @@ class DatabaseCore:
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
+
+    def _id(self, value, what: str) -> int:
+        """`value` as the id of a `what` row; NotFound for anything no row can have (not a positive int, or past the
+        id columns' INTEGER: 64-bit on SQLite, 32-bit on PostgreSQL and others) before a driver overflows on it."""
+        biggest = 2**63 - 1 if self.is_sqlite else 2**31 - 1
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= biggest:
+            raise not_found(what, value)
+        return value
 
     @property
     def engine(self) -> AsyncEngine:

@@ -3,7 +3,8 @@
 StorageError      the database cannot be opened, checked, migrated or written (bad URL, missing driver, corrupt
                   or foreign file, no write access, made by a newer proverbot, server unreachable, ...)
 NewerSchema       the database was made by a newer proverbot (its schema revision is unknown here)
-NotFound          a generation, candidate, post or schedule id that is not in the log
+NotFound          a generation, candidate or post id that is not in the log (or could not be: see not_found)
+Unusable          a candidate the filter rejected (it cannot be voted for or posted), or an empty text to post
 AlreadyPosted     that text (or candidate) was already posted on that platform; carries the post's URL
 PostInProgress    a post of that text is pending, or "unknown" (the bot stopped mid-post: a human must check)
 QuotaReached      the platform's posting quota (posts per window, counted from the log) is used up
@@ -25,6 +26,23 @@ class NewerSchema(StorageError):
 
 class NotFound(StorageError):
     """An id that is not in the log."""
+
+
+def not_found(what: str, value) -> NotFound:
+    """NotFound("There is no post #7 in the log."); a hostile id is cut short ("#99999999999999999999…"), one that is
+    not a number is quoted ("#'7'")."""
+    shown = str(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    return NotFound(f"There is no {what} #{shown[:20] + '…' if len(shown) > 20 else shown} in the log.")
+
+
+class Unusable(StorageError):
+    """A candidate the filter rejected, or a text with nothing to post: refused before anything is written."""
+
+
+def filtered_out(candidate_id: int, reason: str | None, action: str) -> Unusable:
+    """Unusable("Candidate #1 was filtered out (blocked word) and cannot be posted.")"""
+    why = f" ({reason.replace('_', ' ')})" if reason else ""
+    return Unusable(f"Candidate #{candidate_id} was filtered out{why} and cannot be {action}.")
 
 
 class AlreadyPosted(StorageError):

@@ -84,6 +84,7 @@ class GenerationsAPI(DatabaseCore):
                 "status": "failed", "error": str(error), "duration_s": duration, "finished_at": aware(at)})
 
     async def _settle_generation(self, session, generation_id: int, values: dict) -> None:
+        generation_id = self._id(generation_id, "generation")
         result = await session.execute(update(Generation).where(Generation.id == generation_id,
                                                                 Generation.status == "pending").values(**values))
         if result.rowcount == 1:
@@ -98,6 +99,7 @@ class GenerationsAPI(DatabaseCore):
             return await self._generation(session, generation_id)
 
     async def _generation(self, session, generation_id: int) -> GenerationInfo:
+        generation_id = self._id(generation_id, "generation")
         row = await session.get(Generation, generation_id, populate_existing=True)
         if row is None:
             raise NotFound(f"There is no generation #{generation_id} in the log.")
@@ -116,6 +118,7 @@ class GenerationsAPI(DatabaseCore):
             return None if found is None else await self._generation(session, found)
 
     async def set_candidate_message(self, candidate_id: int, message_id: str) -> None:
+        candidate_id = self._id(candidate_id, "candidate")
         async with self._write() as session:
             result = await session.execute(update(Candidate).where(Candidate.id == candidate_id)
                                            .values(message_id=clip(message_id, 64)))

@@ -2,10 +2,10 @@
 
 await db.record_audit(action, actor_id=None, actor_name=None, target="", detail="", at=None) -> int
         e.g. record_audit("post.delete", "42", "ada", "post #3", "removed from x by hand")
-        (set_schedule, disable_schedule and the CLI's settle-post write their own entries)
+        (set_schedule, disable_schedule and settle_post_by_hand write their own entries)
 await db.history(kind="generations", limit=20, platform=None) -> list of records, newest first
         kind: generations (GenerationInfo, without candidates), candidates (CandidateInfo), votes (VoteInfo),
-        posts (PostInfo), audit (AuditInfo)
+        posts (PostInfo), audit (AuditInfo); a limit past what a database's LIMIT takes lists everything
 """
 
 from datetime import datetime
@@ -15,6 +15,8 @@ from sqlalchemy import select
 from storage.db import DatabaseCore, aware, record
 from storage.models import AuditEntry, Candidate, Generation, Post, Vote
 from storage.records import AuditInfo, CandidateInfo, GenerationInfo, PostInfo, VoteInfo
+
+MOST = 2**63 - 1  # the largest LIMIT (a 64-bit integer) any backend takes
 
 KINDS = {
     "generations": (Generation, GenerationInfo),
@@ -47,7 +49,7 @@ class HistoryAPI(DatabaseCore):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         model, info = KINDS[kind]
-        query = select(model).order_by(model.id.desc()).limit(max(0, limit))
+        query = select(model).order_by(model.id.desc()).limit(min(max(0, limit), MOST))
         if platform is not None:
             if model is Post:
                 query = query.where(Post.platform == platform)

@@ -2,17 +2,23 @@
 
 await db.begin_post(platform, candidate_id=None, text=None, requested_by_id=None, requested_by_name=None,
                     check=None, quota=None, window=timedelta(hours=24), at=None) -> PostInfo (status pending)
-        Exactly one of candidate_id / text. A post is unique per (platform, normalised text) (normalise_text: NFKC,
-        case-folded, whitespace collapsed), so a candidate is never posted twice on a platform, and neither is the
-        same text given freely. Raises AlreadyPosted (with .url) when it went out, PostInProgress when it is
-        pending or "unknown" (the bot stopped mid-post: a human checks the platform, then settles it). A failed post
-        begins again: same row, attempts + 1.
+        Exactly one of candidate_id / text, and only what could be voted for: a candidate the filter rejected, or an
+        empty text (or one with a NUL character), is Unusable, whichever front end names it, by vote or by id.
+        A post is unique per (platform, normalised text) (normalise_text: NFKC, case-folded, whitespace collapsed),
+        so a candidate is never posted twice on a platform, and neither is the same text given freely. Raises
+        AlreadyPosted (with .url) when it went out, PostInProgress when it is pending or "unknown" (the bot stopped
+        mid-post: a human checks the platform, then settles it). A failed post begins again: same row, attempts + 1.
         check(text), when given, runs first inside the transaction: whatever it raises (e.g. "too long") propagates
         and nothing is written. quota: at most that many posts on the platform in any `window`, counted as
         posts_since counts them, checked in the same transaction as the insert; QuotaReached says when a post
         leaves the window (on SQLite the check and the insert are serialised with other writers).
 await db.settle_post(post_id, status, remote_id=None, url=None, error=None, at=None) -> PostInfo
-        status is "posted", "failed" or "unknown"; a post recorded as posted stays posted
+        the publisher's outcome: status is "posted", "failed" or "unknown". A post recorded as posted is final:
+        settling it again is refused (AlreadyPosted), whatever the new status or URL
+await db.settle_post_by_hand(post_id, status, url=None, remote_id=None, by=None, at=None) -> PostInfo
+        what a person found on the platform (`proverbot db settle-post`), audited in the same transaction with what
+        changed: a pending or unknown post becomes "posted" or "failed"; a failed one may become "posted" (the
+        platform kept a post whose call failed, e.g. after a timeout); a failed one stays failed (nothing to settle)
 await db.get_post(post_id) -> PostInfo
 await db.posts_since(platform, since) -> list[PostInfo]
         for the quota: posts that went out since `since`, or may have (pending, unknown), oldest first
@@ -32,16 +38,20 @@ from sqlalchemy.exc import IntegrityError
 from storage.db import DatabaseCore, aware, record
 from storage.errors import (
     AlreadyPosted,
-    NotFound,
     PostInProgress,
     QuotaReached,
     StorageError,
+    Unusable,
+    not_found,
 )
 from storage.generations import clip
-from storage.models import Candidate, Post
+from storage.history import write_audit
+from storage.models import Post
 from storage.records import PostInfo
+from storage.votes import usable_candidate
 
 SETTLED = ("posted", "failed", "unknown")
+BY_HAND = ("posted", "failed")
 DAY = timedelta(hours=24)
 WHEN = func.coalesce(Post.posted_at, Post.updated_at)  # when a post counts for the quota
 
@@ -62,10 +72,22 @@ def text_key(text: str) -> str:
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
 
 
+def check_postable(text: str, subject: str) -> None:
+    """Unusable unless `text` has something to post and no NUL character (which no platform takes and PostgreSQL
+    cannot store); `subject` is "The text" or "Candidate #3"."""
+    if not text.strip():
+        raise Unusable(f"{subject} is empty: there is nothing to post.")
+    if "\x00" in text:
+        raise Unusable(f"{subject} contains a NUL character (\\x00): it cannot be posted.")
+
+
+def where(post: Post) -> str:
+    return post.url or (f"remote id {post.remote_id}" if post.remote_id else "no link recorded")
+
+
 def refusal(post: Post) -> AlreadyPosted | PostInProgress:
     if post.status == "posted":
-        where = post.url or (f"remote id {post.remote_id}" if post.remote_id else "no link recorded")
-        return AlreadyPosted(f"That text was already posted on {post.platform}: {where} (post #{post.id}, "
+        return AlreadyPosted(f"That text was already posted on {post.platform}: {where(post)} (post #{post.id}, "
                              f"{post.posted_at or post.updated_at:%Y-%m-%d %H:%M} UTC).",
                              post.id, post.platform, post.url, post.remote_id)
     if post.status == "pending":
@@ -84,8 +106,8 @@ class PostsAPI(DatabaseCore):
                          window: timedelta = DAY, at: datetime | None = None) -> PostInfo:
         if (candidate_id is None) == (text is None):
             raise ValueError("begin_post takes exactly one of candidate_id and text")
-        if text is not None and not text.strip():
-            raise StorageError("There is nothing to post: the text is empty.")
+        if candidate_id is not None:
+            candidate_id = self._id(candidate_id, "candidate")
         if quota is not None and quota < 1:
             raise ValueError(f"quota must be at least 1 (or None for no quota), not {quota}")
         at = aware(at)
@@ -100,9 +122,8 @@ class PostsAPI(DatabaseCore):
 
     async def _begin(self, session, platform, candidate_id, text, by_id, by_name, check, quota, at) -> PostInfo:
         if candidate_id is not None:
-            text = await session.scalar(select(Candidate.text).where(Candidate.id == candidate_id))
-            if text is None:
-                raise NotFound(f"There is no candidate #{candidate_id} in the log.")
+            text = await usable_candidate(session, candidate_id, "posted")
+        check_postable(text, "The text" if candidate_id is None else f"Candidate #{candidate_id}")
         if check is not None:
             check(text)
         key = text_key(text)
@@ -127,29 +148,47 @@ class PostsAPI(DatabaseCore):
                           error: str | None = None, at: datetime | None = None) -> PostInfo:
         if status not in SETTLED:
             raise ValueError(f"status must be one of {SETTLED}, not {status!r}")
-        at = aware(at)
         async with self._write() as session:
-            post = await session.get(Post, post_id)
-            if post is None:
-                raise NotFound(f"There is no post #{post_id} in the log.")
-            if post.status == "posted" and status != "posted":
-                raise StorageError(f"Post #{post_id} is recorded as posted ({post.url or post.remote_id or 'no link'}); "
-                                   "it cannot become " + status + ".")
-            post.status, post.updated_at = status, at
-            if status == "posted":
-                post.posted_at = post.posted_at or at
-                post.remote_id = clip(remote_id, 200) if remote_id is not None else post.remote_id
-                post.url = url if url is not None else post.url
-            if error is not None:
-                post.last_error = str(error)
+            post = await self._unposted(session, post_id)
+            settle(post, status, remote_id, url, error, aware(at))
             await session.flush()
             return record(PostInfo, post)
 
+    async def settle_post_by_hand(self, post_id: int, status: str, *, url: str | None = None,
+                                  remote_id: str | None = None, by: str | None = None,
+                                  at: datetime | None = None) -> PostInfo:
+        if status not in BY_HAND:
+            raise ValueError(f"status must be one of {BY_HAND}, not {status!r}")
+        if status == "failed" and (url or remote_id):
+            raise StorageError("A URL or remote id is for a post found online: settle it as posted, not failed.")
+        at = aware(at)
+        async with self._write() as session:
+            post = await self._unposted(session, post_id)
+            if post.status == "failed" == status:
+                raise StorageError(f"Post #{post.id} on {post.platform} is already recorded as failed: nothing to "
+                                   "settle (it can be posted again).")
+            before = (post.status, post.url, post.remote_id)
+            settle(post, status, remote_id, url, None if status == "posted" else "settled as failed by hand", at)
+            write_audit(session, "post.settle", None, by, f"post #{post.id}", changes(before, post), at)
+            await session.flush()
+            return record(PostInfo, post)
+
+    async def _unposted(self, session, post_id: int) -> Post:
+        """The post, unless it is recorded as posted: that is final (its text is never posted there again)."""
+        post = await session.get(Post, self._id(post_id, "post"))
+        if post is None:
+            raise not_found("post", post_id)
+        if post.status == "posted":
+            raise AlreadyPosted(f"Post #{post.id} on {post.platform} is already posted ({where(post)}): that is final, "
+                                "so there is nothing to settle (settling is for pending, unknown or failed posts).",
+                                post.id, post.platform, post.url, post.remote_id)
+        return post
+
     async def get_post(self, post_id: int) -> PostInfo:
         async with self._read() as session:
-            post = await session.get(Post, post_id)
+            post = await session.get(Post, self._id(post_id, "post"))
             if post is None:
-                raise NotFound(f"There is no post #{post_id} in the log.")
+                raise not_found("post", post_id)
             return record(PostInfo, post)
 
     @staticmethod
@@ -171,6 +210,23 @@ class PostsAPI(DatabaseCore):
 
     async def mark_stale_posts_unknown(self, before: datetime) -> int:
         return await self._mark_pending_unknown(before)
+
+
+def settle(post: Post, status: str, remote_id: str | None, url: str | None, error: str | None, at: datetime) -> None:
+    post.status, post.updated_at = status, at
+    if status == "posted":
+        post.posted_at = at
+        post.remote_id = clip(remote_id, 200) if remote_id is not None else post.remote_id
+        post.url = url if url is not None else post.url
+    if error is not None:
+        post.last_error = str(error)
+
+
+def changes(before: tuple[str, str | None, str | None], post: Post) -> str:
+    """What a settle changed, for the audit: "status unknown → posted; url none → https://x.com/p/9"."""
+    after = (post.status, post.url, post.remote_id)
+    return "; ".join(f"{name} {old or 'none'} → {new or 'none'}" for name, old, new
+                     in zip(("status", "url", "remote id"), before, after) if old != new)
 
 
 def hours(window: timedelta) -> str:

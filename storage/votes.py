@@ -1,7 +1,8 @@
 """Votes: reactions on the chat messages that show candidates.
 
 await db.record_vote(candidate_id, user_id, emoji, user_name=None, at=None) -> VoteInfo
-        one vote per (candidate, user, emoji): recording it again changes nothing; a removed one is revived
+        one vote per (candidate, user, emoji): recording it again changes nothing; a removed one is revived.
+        Unusable for a candidate the filter rejected: nobody votes for what cannot be posted
 await db.remove_vote(candidate_id, user_id, emoji, at=None) -> bool
         marks it removed (removed_at), never deletes it; False when there was no active vote
 await db.clear_votes(platform, message_id, emoji=None, at=None) -> int
@@ -11,6 +12,9 @@ await db.tally(generation_id, emoji=None) -> list[TallyRow]
         per candidate in batch order: active votes (of one emoji if given) and distinct voters
 winner(rows) -> TallyRow | None
         the usable candidate with the most votes, ties going to the earlier one; None when nobody voted
+await usable_candidate(session, candidate_id, action) -> str
+        the text of a candidate that may be voted for or posted (begin_post uses it too): NotFound, or Unusable
+Every id is checked first (DatabaseCore._id): one that no row can have is NotFound, whatever the backend.
 """
 
 from datetime import datetime
@@ -21,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import DatabaseCore, aware, record
-from storage.errors import NotFound
+from storage.errors import filtered_out, not_found
 from storage.generations import clip
 from storage.models import Candidate, Generation, Vote
 from storage.records import TallyRow, VoteInfo
@@ -46,39 +50,44 @@ def winner(rows: list[TallyRow]) -> TallyRow | None:
     return min(voted, key=lambda row: (-row.votes, row.position)) if voted else None
 
 
+async def usable_candidate(session, candidate_id: int, action: str) -> str:
+    """The text of candidate `candidate_id` if the filter kept it, e.g. action "posted": "Candidate #1 was filtered
+    out (blocked word) and cannot be posted." Same rule whichever front end names the candidate, by vote or by id."""
+    found = (await session.execute(select(Candidate.text, Candidate.usable, Candidate.reason)
+                                   .where(Candidate.id == candidate_id))).one_or_none()
+    if found is None:
+        raise not_found("candidate", candidate_id)
+    if not found.usable:
+        raise filtered_out(candidate_id, found.reason, action)
+    return found.text
+
+
 class VotesAPI(DatabaseCore):
     async def record_vote(self, candidate_id: int, user_id: str, emoji: str, *, user_name: str | None = None,
                           at: datetime | None = None) -> VoteInfo:
+        candidate_id = self._id(candidate_id, "candidate")
         values = {"candidate_id": candidate_id, "user_id": clip(user_id, 64), "user_name": clip(user_name, 200),
                   "emoji": clip(emoji, 64), "voted_at": aware(at), "removed_at": None}
         async with self._write() as session:
-            try:
-                if session.bind.dialect.name in UPSERT:
-                    vote = await self._upsert_vote(session, values)
-                else:
-                    vote = await self._insert_or_revive_vote(session, values)
-            except IntegrityError:  # the only constraint left to break: the candidate's foreign key
-                vote = None
-            if vote is None:
-                raise NotFound(f"There is no candidate #{candidate_id} in the log to vote on.")
-            return vote
+            await usable_candidate(session, candidate_id, "voted for")
+            if session.bind.dialect.name in UPSERT:
+                return await self._upsert_vote(session, values)
+            return await self._insert_or_revive_vote(session, values)
 
     async def _upsert_vote(self, session, values: dict) -> VoteInfo:
         """One statement (SQLite, PostgreSQL): insert, or revive a removed vote, or leave an active one as it is."""
         row = (await session.execute(upsert_vote(session.bind.dialect.name), values)).one()
         return VoteInfo(**row._mapping)
 
-    async def _insert_or_revive_vote(self, session, values: dict) -> VoteInfo | None:
-        """Any other database: insert in a savepoint; on a duplicate, revive the existing row. None: no candidate."""
+    async def _insert_or_revive_vote(self, session, values: dict) -> VoteInfo:
+        """Any other database: insert in a savepoint; on a duplicate, revive the existing row."""
         try:
             async with session.begin_nested():
                 await session.execute(insert(Vote).values(**values))
         except IntegrityError:
-            pass  # the vote exists (revive it below), or the candidate does not
+            pass  # the vote exists: revive it below
         vote = await session.scalar(select(Vote).where(Vote.candidate_id == values["candidate_id"],
                                                        Vote.user_id == values["user_id"], Vote.emoji == values["emoji"]))
-        if vote is None:
-            return None
         if vote.removed_at is not None:
             vote.removed_at, vote.voted_at = None, values["voted_at"]
         vote.user_name = values["user_name"] or vote.user_name
@@ -86,6 +95,7 @@ class VotesAPI(DatabaseCore):
         return record(VoteInfo, vote)
 
     async def remove_vote(self, candidate_id: int, user_id: str, emoji: str, *, at: datetime | None = None) -> bool:
+        candidate_id = self._id(candidate_id, "candidate")
         async with self._write() as session:
             result = await session.execute(
                 update(Vote).where(Vote.candidate_id == candidate_id, Vote.user_id == clip(user_id, 64),
@@ -105,6 +115,7 @@ class VotesAPI(DatabaseCore):
             return result.rowcount
 
     async def votes_for(self, candidate_id: int, *, include_removed: bool = False) -> list[VoteInfo]:
+        candidate_id = self._id(candidate_id, "candidate")
         query = select(Vote).where(Vote.candidate_id == candidate_id)
         if not include_removed:
             query = query.where(Vote.removed_at.is_(None))
@@ -112,6 +123,7 @@ class VotesAPI(DatabaseCore):
             return [record(VoteInfo, vote) for vote in await session.scalars(query.order_by(Vote.id))]
 
     async def tally(self, generation_id: int, *, emoji: str | None = None) -> list[TallyRow]:
+        generation_id = self._id(generation_id, "generation")
         joined = and_(Vote.candidate_id == Candidate.id, Vote.removed_at.is_(None))
         if emoji is not None:
             joined = and_(joined, Vote.emoji == emoji)
@@ -123,5 +135,5 @@ class VotesAPI(DatabaseCore):
         async with self._read() as session:
             rows = (await session.execute(query)).all()
             if not rows and await session.get(Generation, generation_id) is None:
-                raise NotFound(f"There is no generation #{generation_id} in the log.")
+                raise not_found("generation", generation_id)
         return [TallyRow(*row) for row in rows]

@@ -5,6 +5,7 @@ Every test gets a fresh database: a new SQLite file in its tmp dir, or (PostgreS
 
 import asyncio
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from storage import (
     PostInProgress,
     ScheduleError,
     StorageError,
+    Unusable,
     next_run_after,
     winner,
 )
@@ -235,14 +237,20 @@ async def test_winner_has_most_votes_and_ties_go_to_the_earlier_candidate(db):
     assert a not in {row.candidate_id for row in await db.tally(gen.id) if row.votes}
 
 
-async def test_unusable_candidates_never_win(db):
+async def test_unusable_candidates_take_no_votes_and_never_win(db, vote_path):
     gid = await db.record_generation("discord", channel_id="c1")
     gen = await db.finish_generation(gid, [NewCandidate("blocked", usable=False, reason="blocked_word"),
                                            NewCandidate("fine")])
-    await db.record_vote(gen.candidates[0].id, "u1", "👍")
-    await db.record_vote(gen.candidates[0].id, "u2", "👍")
+    blocked = gen.candidates[0].id
+    with pytest.raises(Unusable, match=f"Candidate #{blocked} was filtered out \\(blocked word\\) and cannot be "
+                                       "voted for"):
+        await db.record_vote(blocked, "u1", "👍")
+    assert await db.votes_for(blocked, include_removed=True) == []
     await db.record_vote(gen.candidates[1].id, "u1", "👍")
-    assert winner(await db.tally(gid)).text == "fine"
+    rows = await db.tally(gid)
+    assert winner(rows).text == "fine"
+    logged_before = replace(rows[0], votes=5, voters=5)  # votes an older proverbot let through still never win
+    assert winner([logged_before, rows[1]]).text == "fine"
 
 
 async def test_votes_and_tallies_of_unknown_ids_are_not_found(db, vote_path):
@@ -310,8 +318,10 @@ async def test_settle_post_rules(db):
     with pytest.raises(ValueError):
         await db.settle_post(post.id, "pending")
     await db.settle_post(post.id, "posted", url="https://x/1")
-    with pytest.raises(StorageError, match="recorded as posted"):
-        await db.settle_post(post.id, "failed")
+    for status in ("failed", "posted"):  # posted is final: not undone, its link not replaced
+        with pytest.raises(AlreadyPosted, match=f"Post #{post.id} on x is already posted \\(https://x/1\\)"):
+            await db.settle_post(post.id, status, url="https://evil.example/2")
+    assert (await db.get_post(post.id)).url == "https://x/1"
     with pytest.raises(NotFound):
         await db.settle_post(999, "posted")
     with pytest.raises(ValueError):
