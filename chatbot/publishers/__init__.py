@@ -2,7 +2,9 @@
 
 The core only sees this protocol: ``name`` (the platform recorded in the log) and ``publish(text)``, which
 returns a PublishResult or raises PublishError with a message written for a person (rate limit, duplicate,
-credentials, unavailable). Anything else it raises counts as a failure too; the post stays retryable.
+credentials, unavailable). Anything else it raises counts as a failure too; the post stays retryable. A publisher
+remembers its secrets when built (chatbot.scrub.remember); no message it raises contains one, even one the platform
+echoed back.
 A publisher may also have ``limits`` (Limits: its length rule and posting quota, checked before anything is
 recorded), ``title`` (its name for people, e.g. "X") and ``verify()`` (one cheap authenticated call, for
 `proverbot doctor`).

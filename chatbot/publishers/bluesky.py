@@ -27,6 +27,7 @@ from atproto_core.uri import AtUri
 from chatbot.publishers import BadCredentials, PublishError, PublishResult, Unavailable
 from chatbot.publishers.lengths import bluesky_limits
 from chatbot.publishers.remote import RemotePublisher, rate_limited
+from chatbot.scrub import remember
 
 SORTABLE_BASE32 = "234567abcdefghijklmnopqrstuvwxyz"
 APP_PASSWORD = re.compile(r"^[a-z0-9]{4}(-[a-z0-9]{4}){3}$")
@@ -46,10 +47,12 @@ class BlueskyPublisher(RemotePublisher):
     def __init__(self, handle: str, app_password: str, *, base_url: str | None = None,
                  posts_per_day: int | None = None, **options) -> None:
         super().__init__(bluesky_limits(posts_per_day), **options)
+        remember(app_password)
         self.handle = handle.lstrip("@")
         self.app_password = app_password
         self.source = f"handle @{self.handle} on {base_url or 'https://bsky.social'}, app password from the settings"
         self.client = Client(base_url=base_url, request=Request(timeout=self.timeout))
+        self.client.on_session_change(lambda _event, session: remember(session.access_jwt, session.refresh_jwt))
 
     def draft(self, text: str) -> Draft:
         return Draft(text, new_tid(), datetime.now(UTC).isoformat())

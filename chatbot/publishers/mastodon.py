@@ -22,6 +22,7 @@ from mastodon import (
 from chatbot.publishers import BadCredentials, PublishError, PublishResult, Unavailable
 from chatbot.publishers.lengths import MASTODON_LIMIT, mastodon_limits
 from chatbot.publishers.remote import RemotePublisher, rate_limited
+from chatbot.scrub import remember
 
 
 class MastodonPublisher(RemotePublisher):
@@ -31,6 +32,7 @@ class MastodonPublisher(RemotePublisher):
     def __init__(self, api_base_url: str, access_token: str, *, max_length: int = MASTODON_LIMIT,
                  posts_per_day: int | None = None, **options) -> None:
         super().__init__(mastodon_limits(max_length, posts_per_day), **options)
+        remember(access_token)
         self.api_base_url = api_base_url.rstrip("/")
         self.source = f"instance {self.api_base_url}, access token from the settings"
         self.client = Mastodon(api_base_url=self.api_base_url, access_token=access_token, ratelimit_method="throw",

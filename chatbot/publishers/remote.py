@@ -9,7 +9,9 @@ A subclass sets `name`, `title` and `limits`, and implements, all blocking (they
     whoami() -> str                    one cheap authenticated call, for `proverbot doctor`
     translate(err) -> PublishError     the library's exception as a message for a person
 
-and may override draft(text), which fixes what every try of one publish() sends (e.g. Bluesky's record key).
+and may override draft(text), which fixes what every try of one publish() sends (e.g. Bluesky's record key). It
+remembers its credentials (chatbot.scrub.remember) when built: every error message is scrubbed of them here, since a
+platform's error text may echo the request.
 
 No retry ever repeats a post that may be online without a check: after an unclear try, find() is asked first;
 where the platform cannot tell (X), a "duplicate" answer to the retry means the first try probably went through,
@@ -31,6 +33,7 @@ from chatbot.publishers import (
     RateLimited,
     Unavailable,
 )
+from chatbot.scrub import scrub
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +83,16 @@ class RemotePublisher:
         return await self.call(self.whoami)
 
     async def call(self, work, *args):
-        """work(*args) in a worker thread, its exceptions translated, given up on after timeout + GRACE seconds."""
+        """work(*args) in a worker thread, its exceptions translated, given up on after timeout + GRACE seconds.
+        Every error of every call (publish, find, verify) passes here: its message is scrubbed of known secrets,
+        which a platform may echo back."""
         def guarded():
             try:
                 return work(*args)
-            except PublishError:
-                raise
+            except PublishError as err:
+                raise scrubbed(err)
             except Exception as err:
-                raise self.translate(err) from err
+                raise scrubbed(self.translate(err)) from err
 
         try:
             return await asyncio.wait_for(asyncio.to_thread(guarded), self.timeout + GRACE)
@@ -119,6 +124,12 @@ class RemotePublisher:
         if isinstance(cause, requests.ConnectionError):
             return Unavailable(f"{self.title} could not be reached ({type(cause).__name__}).")
         return None
+
+
+def scrubbed(err: PublishError) -> PublishError:
+    """`err` with every remembered secret masked in its message (e.g. a password echoed by the server)."""
+    err.args = tuple(scrub(arg) if isinstance(arg, str) else arg for arg in err.args)
+    return err
 
 
 def longest_publish(timeout: float, attempts: int, backoff: float = BACKOFF) -> float:

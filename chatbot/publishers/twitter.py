@@ -23,6 +23,7 @@ from chatbot.publishers import (
 from chatbot.publishers.credentials import XCredentials
 from chatbot.publishers.lengths import x_limits
 from chatbot.publishers.remote import RemotePublisher, rate_limited
+from chatbot.scrub import remember
 
 API = "https://api.twitter.com"     # tweepy's hard-coded host
 FREE_TIER_POSTS_PER_DAY = 17        # POST /2/tweets on the free tier, per 24 hours
@@ -51,6 +52,8 @@ class XPublisher(RemotePublisher):
     def __init__(self, credentials: XCredentials, *, max_length: int = 280,
                  posts_per_day: int | None = FREE_TIER_POSTS_PER_DAY, **options) -> None:
         super().__init__(x_limits(max_length, posts_per_day), **options)
+        remember(credentials.consumer_key, credentials.consumer_secret, credentials.access_token,
+                 credentials.access_token_secret)
         self.credentials = credentials
         self.source = f"credentials from {credentials.source}"
         self.client = tweepy.Client(consumer_key=credentials.consumer_key,

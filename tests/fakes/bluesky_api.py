@@ -10,6 +10,7 @@ POST /xrpc/com.atproto.repo.createRecord        stores the record under its rkey
                                                 ones first; `fake.lose_answers` records are stored but answered 502
 GET  /xrpc/com.atproto.repo.getRecord           the record, or 400 RecordNotFound
 Calls other than the login's and resolveHandle need `Authorization: Bearer <accessJwt>`.
+`fake.echo` (an Echo): a hostile PDS that answers requests with an error echoing them (password or token included).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import time
 from collections import deque
 
+from tests.fakes.echo import Echo
 from tests.fakes.loopback import FakeServer, Reply, Request
 
 DID = "did:plc:abcdefghijklmnopqrstuvwx"
@@ -54,8 +56,11 @@ class FakeBluesky(FakeServer):
         self.records: dict[str, dict] = {}      # rkey -> record
         self.failures: deque[Reply] = deque()
         self.lose_answers = 0
+        self.echo: Echo | None = None
 
     def handle(self, request: Request) -> Reply:
+        if self.echo and self.echo.matches(request):
+            return xrpc_error(self.echo.status, "InvalidRequest", self.echo.text(request))
         method = request.path.removeprefix("/xrpc/")
         if method == "com.atproto.server.createSession":
             return self.create_session(request.json())

@@ -9,6 +9,7 @@ POST /api/v1/statuses                  form field `status`; 200 with a Status; a
 GET  /api/v1/accounts/verify_credentials   the account (CredentialAccount)
 GET  /api/v1/instance, /api/v2/instance    instance documents (Mastodon.py asks for them only for version checks)
 A missing or wrong bearer token is a 401 {"error": "The access token is invalid"}.
+`fake.echo` (an Echo): a hostile instance that answers requests with an error echoing them (the token included).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import UTC, datetime
 
+from tests.fakes.echo import Echo
 from tests.fakes.loopback import FakeServer, Reply, Request
 
 ACCOUNT = {"id": "109000000000000001", "username": "proverbot", "acct": "proverbot", "display_name": "Proverbot",
@@ -40,8 +42,11 @@ class FakeMastodon(FakeServer):
         self.by_key: dict[str, str] = {}        # Idempotency-Key -> status id
         self.failures: deque[Reply] = deque()
         self.lose_answers = 0
+        self.echo: Echo | None = None
 
     def handle(self, request: Request) -> Reply:
+        if self.echo and self.echo.matches(request):
+            return Reply(self.echo.status, {"error": self.echo.text(request)})
         if request.path in ("/api/v1/instance", "/api/v2/instance"):
             return Reply(200, {"uri": "127.0.0.1", "domain": "127.0.0.1", "title": "fake", "version": "4.3.0",
                                "api_versions": {"mastodon": 2}})

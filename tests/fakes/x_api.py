@@ -11,6 +11,7 @@ GET /2/users/me      200 {"data": {"id", "name", "username"}}
 POST /oauth2/token   the app-only token: 200 when HTTP Basic carries the consumer key and secret, else 403
 Any request under /2/ with a bad OAuth 1.0a signature, consumer key or token is a 401, X's shape.
 The signature is checked with oauthlib against the URL as signed (https://api.twitter.com/...).
+`fake.echo` (an Echo): a hostile X that answers requests with an error echoing them (credentials included).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import unquote
 from oauthlib.oauth1.rfc5849 import signature, utils
 
 from chatbot.publishers.twitter import API, TimeoutSession
+from tests.fakes.echo import Echo
 from tests.fakes.loopback import FakeServer, Reply, Request, route_session
 
 USER = {"id": "1234567890", "name": "Proverbot", "username": "proverbot"}
@@ -65,8 +67,11 @@ class FakeX(FakeServer):
         self.failures: deque[Reply] = deque()
         self.lose_answers = 0
         self.verified = 0                       # requests whose signature checked out
+        self.echo: Echo | None = None
 
     def handle(self, request: Request) -> Reply:
+        if self.echo and self.echo.matches(request):
+            return problem(self.echo.status, "Bad Request", self.echo.text(request))
         if request.route == "POST /oauth2/token":
             return self.app_only_token(request)
         if not self.signed(request):
