@@ -20,12 +20,15 @@ Each method is documented in the module that holds it:
     storage/generations.py  record_generation, finish_generation, fail_generation, get_generation,
                             latest_generation, set_candidate_message, candidate_by_message
     storage/votes.py        record_vote, remove_vote, clear_votes, votes_for, tally (+ winner)
-    storage/posts.py        begin_post, settle_post, get_post, posts_since, mark_stale_posts_unknown
-                            (+ normalise_text)
+    storage/posts.py        begin_post, settle_post, settle_post_by_hand, get_post, posts_since,
+                            mark_stale_posts_unknown (+ normalise_text)
     storage/schedules.py    set_schedule, get_schedule, list_schedules, disable_schedule, claim_due_schedules
                             (+ next_run_after)
     storage/history.py      record_audit, history
 Records returned are the frozen dataclasses of storage/records.py; errors are storage/errors.py (ProverbotError).
+Every id is checked before a query (DatabaseCore._id): one that no row can have (not a positive int, or too big for
+the backend's INTEGER) is the same NotFound as a missing one. A candidate the filter rejected can be neither voted
+for nor posted (Unusable), whichever front end names it.
 """
 
 from storage.generations import GenerationsAPI
