@@ -7,10 +7,12 @@
     training_state.pt                                         optimizer, step, RNG: exact resume
     step-<n>/                                                 older checkpoints, when max_checkpoints > 1
 
-Files are written to a staging folder first and moved into place, the training state last, so a crash
-mid-save leaves the previous checkpoint readable.
+Files are written to a staging folder first and moved into place, proverbot.json last: a save cut short
+while writing leaves the previous checkpoint, one cut short while moving is completed by `finish_save`.
+A corrupt or incomplete file is one ModelError line naming it (`loading`).
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from model.corpus import split_blocks
+from model.corpus import SEPARATOR, split_blocks
 from model.errors import ModelError
 from model.speed import fuse_gelu, quantize_int8, sample_dtype
 from model.tokenizer import separator_ids
@@ -33,6 +35,8 @@ META = "proverbot.json"
 STATE = "training_state.pt"
 BLOCKS = "corpus.txt"
 WEIGHTS = "model.safetensors"
+STAGING = ".staging"
+STATE_KEYS = ("optimizer", "step", "best_val", "bad_evals", "batch_rng", "torch_rng")
 
 
 @dataclass
@@ -69,7 +73,7 @@ def generation_defaults(tokenizer, separator: str, n_ctx: int) -> GenerationConf
 def save_run(run: Run, state: dict | None = None, max_checkpoints: int = 1) -> str:
     """Write the run folder; returns the new checkpoint id (a hash of the weights)."""
     folder = run.folder
-    staging = folder / ".staging"
+    staging = folder / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     model = run.model
@@ -77,18 +81,29 @@ def save_run(run: Run, state: dict | None = None, max_checkpoints: int = 1) -> s
     model.save_pretrained(staging, safe_serialization=True)
     run.tokenizer.save_pretrained(staging)
     (staging / BLOCKS).write_text(f"\n{run.separator}\n".join(run.blocks) + "\n", encoding="utf-8")
-    run.meta["checkpoint_id"] = file_hash(staging / WEIGHTS)
-    run.meta["separator"] = run.separator
-    (staging / META).write_text(json.dumps(run.meta, indent=2) + "\n", encoding="utf-8")
     if state is not None:
         torch.save(state, staging / STATE)
+    run.meta["checkpoint_id"] = file_hash(staging / WEIGHTS)
+    run.meta["separator"] = run.separator
+    (staging / META).write_text(json.dumps(run.meta, indent=2) + "\n", encoding="utf-8")  # last: staging complete
     _keep_old_checkpoint(folder, max_checkpoints)
-    for path in sorted(staging.iterdir(), key=lambda p: p.name == STATE):
-        os.replace(path, folder / path.name)
-    staging.rmdir()
     if state is None:
         (folder / STATE).unlink(missing_ok=True)
+    finish_save(folder)
     return run.meta["checkpoint_id"]
+
+
+def finish_save(folder: Path) -> None:
+    """Move a staged checkpoint into place, proverbot.json last. A save cut short while writing the staging folder
+    (no proverbot.json there yet) is dropped, the previous checkpoint stands; one cut short while moving (killed)
+    is completed: the trainer calls this before resuming."""
+    staging = folder / STAGING
+    if not (staging / META).is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == META):
+        os.replace(path, folder / path.name)
+    staging.rmdir()
 
 
 def _keep_old_checkpoint(folder: Path, max_checkpoints: int) -> None:
@@ -142,30 +157,90 @@ def list_runs(checkpoint_dir: str | Path) -> list[str]:
 
 def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> Run:
     """A run folder's model on `device`. `dtype` (model.speed.SAMPLE_DTYPES; "auto": the fastest format that
-    keeps quality there) is for sampling: a run to train or save must be loaded as float32."""
+    keeps quality there) is for sampling: a run to train or save must be loaded as float32. A damaged file of
+    the run is a ModelError naming it."""
     folder = Path(folder)
     if not is_run(folder):
         raise ModelError(f"{folder} is not a proverbot run folder (no {META} or {WEIGHTS}).")
     device = torch.device(device)
     dtype = sample_dtype(dtype, device)
-    try:
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    jsons = {path.name: read_json(path) for path in sorted(folder.glob("*.json"))}  # config, tokenizer, ...
+    meta = jsons[META]
+    separator = meta.get("separator", SEPARATOR)
+    if not isinstance(separator, str):
+        raise damaged(folder / META, f"the separator is {separator!r}, not text")
+    with loading(folder / "tokenizer.json"):
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        weights = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-        model = fuse_gelu(GPT2LMHeadModel.from_pretrained(folder, dtype=weights).to(device).eval())
-    except (OSError, ValueError, RuntimeError) as err:
-        raise ModelError(f"{folder}: the checkpoint cannot be loaded ({err}).") from err
+    with loading(folder / "config.json"):
+        config = GPT2Config.from_pretrained(folder)
+    with loading(folder / WEIGHTS):
+        model = load_weights(folder, config, torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+    blocks = []
+    if (folder / BLOCKS).exists():
+        with loading(folder / BLOCKS):
+            blocks = split_blocks((folder / BLOCKS).read_text(encoding="utf-8"), separator, folder / BLOCKS, False)
+    model = fuse_gelu(model.to(device).eval())
     if dtype == "int8":
         model = quantize_int8(model)
-    separator = meta.get("separator", "==========")
-    blocks_file = folder / BLOCKS
-    blocks = split_blocks(blocks_file.read_text(encoding="utf-8"), separator, blocks_file, False) if blocks_file.exists() else []
     log.info("loaded run %s (checkpoint %s) on %s in %s", folder.name, meta.get("checkpoint_id"), device, dtype)
-    return Run(folder=folder, model=model, tokenizer=tokenizer, separator=separator, blocks=blocks, meta=meta, dtype=dtype)
+    return Run(folder=folder, model=model, tokenizer=tokenizer, separator=separator, blocks=blocks, meta=meta,
+               dtype=dtype)
+
+
+def load_weights(folder: Path, config: GPT2Config, dtype: torch.dtype) -> GPT2LMHeadModel:
+    """The model in model.safetensors (with generation_config.json); a weight missing from the file or of
+    another shape than `config` says is an error, not a silently random weight."""
+    model, info = GPT2LMHeadModel.from_pretrained(folder, config=config, dtype=dtype, output_loading_info=True,
+                                                  ignore_mismatched_sizes=True)
+    wrong = sorted(info["missing_keys"]) + sorted(name for name, *_ in info["mismatched_keys"])
+    if wrong:
+        raise ValueError(f"{len(wrong)} of its weights missing or not shaped as config.json says: "
+                         f"{', '.join(wrong[:2])}")
+    return model
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a run's file (config, tokenizer, proverbot.json), or the ModelError naming it."""
+    with loading(path):
+        value = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(value, dict):
+            raise TypeError(f"a JSON {type(value).__name__}, not an object")
+        return value
 
 
 def load_state(folder: Path) -> dict | None:
+    """The training state saved with the checkpoint (optimizer, step, random state), None when there is none."""
     path = folder / STATE
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with loading(path):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"a {type(state).__name__}, not a training state")
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        return state
+
+
+@contextlib.contextmanager
+def loading(path: Path):
+    """Reading one file of a run: any failure inside is the ModelError that names it as damaged.
+
+    with loading(folder / "model.safetensors"):
+        model = GPT2LMHeadModel.from_pretrained(folder)
+    """
+    if not path.is_file():
+        raise damaged(path, "the file is missing")
+    try:
+        yield
+    except Exception as err:  # json, safetensors, tokenizers and torch each raise their own kinds
+        raise damaged(path, err) from err
+
+
+def damaged(path: Path, reason: Exception | str) -> ModelError:
+    """The one line for a corrupt or incomplete file of a run: the file and a short reason."""
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    text = f"no key {text}" if isinstance(reason, KeyError) else text.split(". ")[0][:160].rstrip(".")
+    return ModelError(f"The checkpoint cannot be loaded: {path} is corrupt or incomplete ({text}); "
+                      "train again or restore it.")

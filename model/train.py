@@ -3,8 +3,8 @@
 `base="tiny"` trains a small GPT-2 and its own tokenizer from scratch on the corpus (the embedded
 default); any other base fine-tunes pretrained weights (see model/base.py). A validation split is held
 out; with `patience` the run stops when validation loss stops improving and keeps its best weights.
-Checkpoints are written every `save_every` steps, at the end and on Ctrl-C; `restore_from="latest"`
-resumes step count, optimizer and random state exactly.
+Checkpoints are written every `save_every` steps, at the end and on Ctrl-C or SIGTERM (`docker stop`: see
+model/signals.py); `restore_from="latest"` resumes step count, optimizer and random state exactly.
 """
 
 import contextlib
@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import time
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -21,10 +22,11 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from model.base import load_base, pick_device
-from model.corpus import SEPARATOR, read_corpus
+from model.corpus import MAX_CORPUS_BYTES, SEPARATOR, read_corpus
 from model.errors import ModelError
-from model.run import Run, is_run, load_run, load_state, save_run
+from model.run import STATE, Run, finish_save, is_run, load_run, load_state, loading, save_run
 from model.sample import Sampler, SampleRequest
+from model.signals import StopSignals
 from model.speed import TRAIN_DTYPES, fuse_gelu, train_autocast
 from model.tokenizer import encode_blocks, separator_ids, train_tokenizer
 
@@ -33,7 +35,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    corpus: str = "data/proverbs_clean.txt"
+    """Every option is checked when the config is made (check_config): a bad one is a ModelError."""
+
+    corpus: str | Path = "data/proverbs_clean.txt"
     base: str = "tiny"
     # gpt-2-simple's finetune parameters and defaults (steps=-1: until Ctrl-C, epochs or patience)
     steps: int = -1
@@ -48,7 +52,7 @@ class TrainConfig:
     max_checkpoints: int = 1
     restore_from: str = "latest"
     run_name: str = "run1"
-    checkpoint_dir: str = "checkpoints"
+    checkpoint_dir: str | Path = "checkpoints"
     only_train_transformer_layers: bool = False
     optimizer: str = "adam"
     overwrite: bool = False
@@ -63,6 +67,7 @@ class TrainConfig:
     dropout: float | None = None
     separator: str = SEPARATOR
     csv_column: str | None = None
+    max_corpus_mb: float = MAX_CORPUS_BYTES / 2**20  # the largest corpus read (the setting max_corpus_mb)
     seed: int = 1234
     device: str = "auto"
     dtype: str = "auto"  # autocast: auto (bfloat16 where it is native: GPUs, AVX512-BF16/AMX CPUs), float32, bfloat16
@@ -73,6 +78,9 @@ class TrainConfig:
     n_head: int = 4
     n_ctx: int = 128
     vocab_size: int = 2048
+
+    def __post_init__(self):
+        check_config(self)
 
 
 # The embedded default: a small GPT-2 that trains on 2 CPU cores in minutes without memorising.
@@ -94,27 +102,67 @@ def make_config(base: str = "tiny", **options) -> TrainConfig:
     return TrainConfig(base=base, **values)
 
 
+AT_LEAST_1 = ("batch_size", "accumulate_gradients", "sample_every", "sample_length", "sample_num", "save_every",
+              "print_every", "max_checkpoints", "val_batch_count", "n_layer", "n_embd", "n_head", "n_ctx", "vocab_size")
+AT_LEAST_0 = ("val_every", "patience", "eval_samples")  # 0: off
+TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
 def check_config(cfg: TrainConfig) -> None:
-    problems = []
-    for name in ("batch_size", "accumulate_gradients", "sample_every", "save_every", "print_every", "max_checkpoints"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name} must be at least 1 (got {getattr(cfg, name)})")
-    if not 0 < cfg.learning_rate < 1:
-        problems.append(f"learning_rate must be between 0 and 1 (got {cfg.learning_rate})")
-    if cfg.restore_from not in ("latest", "fresh"):
-        problems.append(f"restore_from must be 'latest' or 'fresh' (got {cfg.restore_from!r})")
-    if cfg.optimizer not in ("adam", "sgd"):
-        problems.append(f"optimizer must be 'adam' or 'sgd' (got {cfg.optimizer!r})")
-    if not 0 <= cfg.val_fraction < 0.5:
-        problems.append(f"val_fraction must be in [0, 0.5) (got {cfg.val_fraction})")
-    if cfg.epochs is not None and cfg.epochs <= 0:
-        problems.append(f"epochs must be positive (got {cfg.epochs})")
-    if cfg.dtype not in TRAIN_DTYPES:
-        problems.append(f"dtype must be one of {', '.join(TRAIN_DTYPES)} (got {cfg.dtype!r})")
-    if not cfg.run_name or "/" in cfg.run_name or cfg.run_name.startswith("."):
-        problems.append(f"run_name must be a plain folder name (got {cfg.run_name!r})")
+    """All bad options in one ModelError, whether they come from the command line, a settings file or a caller:
+    none may start a run (steps=0 used to train without end)."""
+    hints = typing.get_type_hints(TrainConfig)
+    problems = [problem for f in fields(cfg) if (problem := _type_problem(f.name, getattr(cfg, f.name), hints[f.name]))]
+    if not problems:  # ranges are compared on values of the right type only
+        problems = _range_problems(cfg)
     if problems:
         raise ModelError("Bad training options: " + "; ".join(problems) + ".")
+
+
+def _type_problem(name: str, value, annotation) -> str | None:
+    allowed = typing.get_args(annotation) or (annotation,)  # `float | None` -> (float, NoneType)
+    if float in allowed:
+        allowed += (int,)
+    if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
+        return None
+    return f"{name} must be {TYPE_NAMES[allowed[0]]} (got {value!r})"
+
+
+def _range_problems(cfg: TrainConfig) -> list[str]:
+    value = {name: getattr(cfg, name) for name in AT_LEAST_1 + AT_LEAST_0}
+    problems = [f"{name} must be at least 1 (got {value[name]})" for name in AT_LEAST_1 if value[name] < 1]
+    problems += [f"{name} must be 0 (off) or more (got {value[name]})" for name in AT_LEAST_0 if value[name] < 0]
+    checks = [
+        (cfg.steps == -1 or cfg.steps >= 1,
+         f"steps must be at least 1, or -1 (until Ctrl-C, epochs or patience) (got {cfg.steps})"),
+        (cfg.epochs is None or 0 < cfg.epochs < math.inf, f"epochs must be a number above 0 (got {cfg.epochs})"),
+        (0 < cfg.learning_rate < 1, f"learning_rate must be between 0 and 1 (got {cfg.learning_rate})"),
+        (0 <= cfg.weight_decay <= 1, f"weight_decay must be between 0 and 1 (got {cfg.weight_decay})"),
+        (cfg.dropout is None or 0 <= cfg.dropout < 1, f"dropout must be at least 0 and below 1 (got {cfg.dropout})"),
+        (0 <= cfg.val_fraction < 0.5, f"val_fraction must be in [0, 0.5) (got {cfg.val_fraction})"),
+        (cfg.block_size is None or cfg.block_size >= 8, f"block_size must be at least 8 (got {cfg.block_size})"),
+        (cfg.n_embd % max(cfg.n_head, 1) == 0,
+         f"n_embd must be a multiple of n_head (got {cfg.n_embd} and {cfg.n_head})"),
+        (0 < cfg.max_corpus_mb < math.inf, f"max_corpus_mb must be a number above 0 (got {cfg.max_corpus_mb})"),
+        (abs(cfg.seed) < 2**63, f"seed must fit in 64 bits (got {cfg.seed})"),
+        (cfg.restore_from in ("latest", "fresh"),
+         f"restore_from must be 'latest' or 'fresh' (got {cfg.restore_from!r})"),
+        (cfg.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd' (got {cfg.optimizer!r})"),
+        (cfg.dtype in TRAIN_DTYPES, f"dtype must be one of {', '.join(TRAIN_DTYPES)} (got {cfg.dtype!r})"),
+        (cfg.device == "auto" or _is_device(cfg.device),
+         f"device must be auto, cpu, cuda or cuda:N (got {cfg.device!r})"),
+        (bool(cfg.run_name) and "/" not in cfg.run_name and not cfg.run_name.startswith("."),
+         f"run_name must be a plain folder name (got {cfg.run_name!r})"),
+    ]
+    return problems + [message for ok, message in checks if not ok]
+
+
+def _is_device(name: str) -> bool:
+    try:
+        torch.device(name)
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass
@@ -163,7 +211,7 @@ class Trainer:
         self.progress = progress
         self.device = pick_device(cfg.device)
         self.folder = Path(cfg.checkpoint_dir) / cfg.run_name
-        corpus = read_corpus(cfg.corpus, cfg.separator, cfg.csv_column)
+        corpus = read_corpus(cfg.corpus, cfg.separator, cfg.csv_column, max_bytes=int(cfg.max_corpus_mb * 2**20))
         self.blocks = corpus.blocks
         self.train_blocks, self.val_blocks = split_blocks(corpus.blocks, cfg.val_fraction, cfg.seed)
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights and dropout
@@ -183,8 +231,11 @@ class Trainer:
         self.bad_evals = 0
         self.best_weights = None
         self.batch_rng = torch.Generator().manual_seed(cfg.seed)
+        self.saved_step = None  # the step of the checkpoint in the run folder
         if self.state:
             self._restore(self.state)
+            self.saved_step = self.step
+        self.signals = StopSignals()  # Ctrl-C and SIGTERM, while train() runs
         self.amp_dtype = train_autocast(cfg.dtype, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -192,6 +243,7 @@ class Trainer:
     def _load_model(self) -> dict | None:
         cfg = self.cfg
         if is_run(self.folder) and cfg.restore_from == "latest" and not cfg.overwrite:
+            finish_save(self.folder)  # a save killed while moving its files into place
             run = load_run(self.folder)
             self.model, self.tokenizer, self.meta = run.model, run.tokenizer, run.meta
             if run.separator != cfg.separator:
@@ -229,16 +281,17 @@ class Trainer:
         return f"{self.cfg.optimizer}, only_train_transformer_layers={self.cfg.only_train_transformer_layers}"
 
     def _restore(self, state: dict) -> None:
-        if state.get("optimizer_kind") == self._optimizer_kind():
-            self.optimizer.load_state_dict(state["optimizer"])
-        else:
-            log.warning("optimizer settings changed since the checkpoint (%s, now %s): fresh optimizer state",
-                        state.get("optimizer_kind"), self._optimizer_kind())
-        self.step = state["step"]
-        self.best_val = state["best_val"]
-        self.bad_evals = state["bad_evals"]
-        self.batch_rng.set_state(state["batch_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        with loading(self.folder / STATE):
+            if state.get("optimizer_kind") == self._optimizer_kind():
+                self.optimizer.load_state_dict(state["optimizer"])
+            else:
+                log.warning("optimizer settings changed since the checkpoint (%s, now %s): fresh optimizer state",
+                            state.get("optimizer_kind"), self._optimizer_kind())
+            self.step = int(state["step"])
+            self.best_val = float(state["best_val"])
+            self.bad_evals = int(state["bad_evals"])
+            self.batch_rng.set_state(state["batch_rng"])
+            torch.set_rng_state(state["torch_rng"])
 
     def _state(self) -> dict:
         return {
@@ -271,12 +324,14 @@ class Trainer:
         return torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
 
     def train_step(self) -> float:
+        """One optimizer step. A stop signal may cut the forward and backward passes short, never the update."""
         self.model.train()
         total = 0.0
-        for _ in range(self.cfg.accumulate_gradients):
-            loss = self.loss(*self.get_batch(self.train_data, self.batch_rng)) / self.cfg.accumulate_gradients
-            self.scaler.scale(loss).backward()
-            total += loss.item()
+        with self.signals.interruptible():
+            for _ in range(self.cfg.accumulate_gradients):
+                loss = self.loss(*self.get_batch(self.train_data, self.batch_rng)) / self.cfg.accumulate_gradients
+                self.scaler.scale(loss).backward()
+                total += loss.item()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.scaler.step(self.optimizer)
@@ -291,20 +346,23 @@ class Trainer:
             return None
         self.model.eval()
         rng = torch.Generator().manual_seed(0)
-        losses = [self.loss(*self.get_batch(self.val_data, rng)).item() for _ in range(self.cfg.val_batch_count)]
+        with self.signals.interruptible():
+            losses = [self.loss(*self.get_batch(self.val_data, rng)).item() for _ in range(self.cfg.val_batch_count)]
         return sum(losses) / len(losses)
 
     def save(self) -> None:
         self.meta["step"] = self.step
         run = Run(self.folder, self.model, self.tokenizer, self.cfg.separator, self.blocks, self.meta)
         self.meta["checkpoint_id"] = save_run(run, self._state(), self.cfg.max_checkpoints)
+        self.saved_step = self.step
         log.info("saved %s at step %d (checkpoint %s)", self.folder, self.step, self.meta["checkpoint_id"])
 
     def print_samples(self, bar) -> None:
         sampler = Sampler(Run(self.folder, self.model, self.tokenizer, self.cfg.separator, self.blocks))
         request = SampleRequest(nsamples=self.cfg.sample_num, batch_size=self.cfg.sample_num, length=self.cfg.sample_length)
-        for sample in sampler.generate(request):
-            bar.write(f"[sample @ step {self.step}] {sample.text}")
+        with self.signals.interruptible():
+            for sample in sampler.generate(request):
+                bar.write(f"[sample @ step {self.step}] {sample.text}")
 
     def check_validation(self, bar) -> bool:
         """Evaluate; remember the best weights; True when patience has run out."""
@@ -322,38 +380,49 @@ class Trainer:
         return bool(self.cfg.patience) and self.bad_evals >= self.cfg.patience
 
     def train(self) -> TrainResult:
+        """Train until the steps, epochs or patience are done or Ctrl-C/SIGTERM comes; then save a checkpoint
+        (`stopped`: steps, patience, interrupted or terminated)."""
         cfg = self.cfg
         total = self.total_steps()
         self.last_val = None
         bar = tqdm(total=total, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         tokens_per_step = cfg.batch_size * cfg.accumulate_gradients * self.block_size
         started, start_step, loss, stopped = time.perf_counter(), self.step, float("nan"), "steps"
-        try:
-            while total is None or self.step < total:
-                loss = self.train_step()
-                bar.update(1)
-                rate = (self.step - start_step) * tokens_per_step / (time.perf_counter() - started)
-                if self.step % cfg.print_every == 0:
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
-                if cfg.val_every and self.step % cfg.val_every == 0 and self.check_validation(bar):
-                    stopped = "patience"
-                    break
-                if self.step % cfg.sample_every == 0:
-                    self.print_samples(bar)
-                if self.step % cfg.save_every == 0:
-                    self.save()
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            bar.write("Interrupted: saving a checkpoint (resume with --restore-from latest).")
-        finally:
-            bar.close()
-        if stopped != "interrupted" and self.best_weights is not None and self.bad_evals:
-            self.model.load_state_dict(self.best_weights)
-            bar.write(f"Keeping the weights with the best validation loss ({self.best_val:.3f}).")
-        self.save()
+        with self.signals:
+            try:
+                while not self.signals.received and (total is None or self.step < total):
+                    loss = self.train_step()
+                    bar.update(1)
+                    rate = (self.step - start_step) * tokens_per_step / (time.perf_counter() - started)
+                    if self.step % cfg.print_every == 0:
+                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
+                    if cfg.val_every and self.step % cfg.val_every == 0 and self.check_validation(bar):
+                        stopped = "patience"
+                        break
+                    if self.step % cfg.sample_every == 0:
+                        self.print_samples(bar)
+                    if self.step % cfg.save_every == 0:
+                        self.save()
+            except KeyboardInterrupt:  # from self.signals (which says which signal): the interrupted pass is dropped
+                stopped = "interrupted"
+            finally:
+                bar.close()
+            self.finish(bar)
         seconds = time.perf_counter() - started
         rate = (self.step - start_step) * tokens_per_step / seconds if seconds else 0.0
-        return TrainResult(self.folder, self.step, loss, self.last_val, rate, stopped)
+        return TrainResult(self.folder, self.step, loss, self.last_val, rate, self.signals.stopped or stopped)
+
+    def finish(self, bar) -> None:
+        """The last checkpoint: the current weights after a stop signal, the best ones when patience ran out."""
+        keep_best = not self.signals.received and self.best_weights is not None and self.bad_evals
+        if self.signals.received:
+            bar.write(f"{self.signals.stopped.capitalize()} ({self.signals.received.name}): saving a checkpoint at "
+                      f"step {self.step} (resume with --restore-from latest).")
+        if keep_best:
+            self.model.load_state_dict(self.best_weights)
+            bar.write(f"Keeping the weights with the best validation loss ({self.best_val:.3f}).")
+        if keep_best or self.saved_step != self.step:  # after a signal during a periodic save, that save is the last
+            self.save()
 
 
 def quality_rates(folder: Path, samples: int, temperature: float = 0.8, device: str = "cpu", prefix: str = "") -> tuple[float, float]:
@@ -387,6 +456,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
              cfg.run_name, cfg.corpus, len(trainer.train_blocks), len(trainer.val_blocks),
              f"{sum(p.numel() for p in trainer.model.parameters()):,}", trainer.device)
     result = trainer.train()
-    if cfg.eval_samples and result.stopped != "interrupted":
+    if cfg.eval_samples and result.stopped in ("steps", "patience"):
         result.usable_rate, result.copy_rate = quality_rates(result.folder, cfg.eval_samples, device=str(trainer.device))
     return result
