@@ -13,6 +13,7 @@ await db.get_generation(id) -> GenerationInfo (with candidates)             NotF
 await db.latest_generation(platform, channel_id, include_unfinished=False) -> GenerationInfo | None
 await db.set_candidate_message(candidate_id, message_id)                    once the chat message is sent
 await db.candidate_by_message(platform, message_id) -> CandidateInfo | None
+await db.candidate_in_channel(platform, channel_id, candidate_id) -> CandidateInfo | None   in a batch there?
 """
 
 from datetime import datetime
@@ -129,6 +130,18 @@ class GenerationsAPI(DatabaseCore):
         query = (select(Candidate).join(Generation, Generation.id == Candidate.generation_id)
                  .where(Generation.platform == platform, Candidate.message_id == str(message_id))
                  .order_by(Candidate.id.desc()).limit(1))
+        async with self._read() as session:
+            found = await session.scalar(query)
+            return None if found is None else record(CandidateInfo, found)
+
+    async def candidate_in_channel(self, platform: str, channel_id: str | None,
+                                   candidate_id: int) -> CandidateInfo | None:
+        """Candidate #candidate_id if it belongs to a batch of that channel, else None (the chat front ends take a
+        #ID only for a candidate shown where it is named)."""
+        candidate_id = self._id(candidate_id, "candidate")
+        query = (select(Candidate).join(Generation, Generation.id == Candidate.generation_id)
+                 .where(Candidate.id == candidate_id, Generation.platform == platform,
+                        Generation.channel_id == channel_id))
         async with self._read() as session:
             found = await session.scalar(query)
             return None if found is None else record(CandidateInfo, found)
