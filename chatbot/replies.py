@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from chatbot.core import AskResult, Posted, ShownCandidate, Status
+from chatbot.core import AskResult, ShownCandidate, Status
+from chatbot.posting import Posted
 from proverbot_errors import ProverbotError
 from storage import AlreadyPosted, PostInfo, ScheduleInfo, TallyRow
 
@@ -22,6 +23,17 @@ def plain(text: str) -> str:
 
 def candidate(c: ShownCandidate, quote: Quote = plain) -> str:
     return f"{c.number}. [#{c.id}] {quote(c.text)}"
+
+
+def queued(position: int) -> str:
+    return f"Waiting for the model: #{position} in the queue."
+
+
+def header(user: str | None, prefix: str, result: AskResult, how_to_vote: str, quote: Quote = plain) -> str:
+    """The line above a batch asked for in a command: who asked, for what, and the `asked` summary."""
+    who = quote(user or "someone")
+    asked_for = f"{who} asked for “{quote(prefix)}”" if prefix else f"{who} asked"
+    return f"{asked_for}: {asked(result, how_to_vote)}"
 
 
 def asked(result: AskResult, how_to_vote: str) -> str:
@@ -40,6 +52,14 @@ def tally(rows: Iterable[TallyRow], quote: Quote = plain) -> list[str]:
         plural = "" if row.votes == 1 else "s"
         lines.append(f"{number}. [#{row.candidate_id}] {row.votes} vote{plural}: {quote(row.text)}")
     return lines or ["No candidates in the latest batch."]
+
+
+def voted(named: str, candidate_id: int, added: bool, changed: bool) -> str:
+    """The answer to /vote (added) or /unvote of candidate `named` (as typed: N or #ID)."""
+    if added:
+        return f"Voted for {named} [#{candidate_id}]."
+    return f"Removed your vote for {named} [#{candidate_id}]." if changed else \
+        f"You had no vote on {named} [#{candidate_id}]."
 
 
 def posted(p: Posted, quote: Quote = plain) -> str:
@@ -73,8 +93,20 @@ def schedule(s: ScheduleInfo | None) -> str:
             f"next run {s.next_run_at:%Y-%m-%d %H:%M} UTC.")
 
 
-def error(err: ProverbotError) -> str:
-    """The message for an error a person can act on."""
+def schedule_off(done: bool) -> str:
+    return "Schedule off." if done else "There was no schedule on here."
+
+
+def error(err: BaseException) -> str:
+    """Why something failed, for the person who asked: the error's own words when they can act on it (a
+    ProverbotError), else only its type: the details of a bug may hold anything, and go to the bot's log."""
     if isinstance(err, AlreadyPosted):
         return f"already posted: {err.url or 'no link recorded'} (post #{err.post_id})"
-    return str(err)
+    if isinstance(err, ProverbotError):
+        return str(err)
+    return f"unexpected {type(err).__name__} (the bot's log has the details)."
+
+
+def sorry(err: BaseException) -> str:
+    """A failed command's answer, on every front end."""
+    return f"Sorry: {error(err)}"

@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from chatbot import replies
-from chatbot.core import AskResult, Context, Core
+from chatbot.context import Context
+from chatbot.core import Core
+from chatbot.frontends.flows import Channel, announce, show
 from proverbot_errors import ProverbotError
 from storage import Database, ScheduleRun
 
@@ -28,19 +30,13 @@ BOT_ID = "proverbot"
 BOT_NAME = "proverbot (schedule)"
 
 
-
 class Frontend(Protocol):
     """What the scheduler needs of a front end: to speak in one of its channels."""
 
     platform: str       # the schedules it serves: those set on this platform
 
-    def quote(self, text: str) -> str:
-        """Generated text made safe to show on this platform."""
-
-    async def announce(self, ctx: Context, text: str) -> None: ...
-
-    async def present(self, ctx: Context, result: AskResult, note: str) -> None:
-        """Show a batch of candidates, open to votes, followed by `note`."""
+    def channel(self, ctx: Context) -> Channel:
+        """The channel of a schedule, as the bot acts in it (the console: this session)."""
 
 
 class SystemClock:
@@ -82,33 +78,32 @@ class Scheduler:
                 task.cancel()
 
     async def run_one(self, run: ScheduleRun) -> None:
-        """One occurrence: ask, announce, wait the window, post the winner, announce it. Never raises (but
+        """One occurrence: ask, show the batch, wait the window, post the winner, announce it. Never raises (but
         cancellation)."""
         schedule = run.schedule
-        ctx = Context(schedule.platform, channel_id=schedule.channel_id, server_id=schedule.server_id or None,
-                      user_id=BOT_ID, user_name=BOT_NAME)
+        channel = self.frontends[schedule.platform].channel(Context(
+            schedule.platform, channel_id=schedule.channel_id, server_id=schedule.server_id or None, user_id=BOT_ID,
+            user_name=BOT_NAME))
         try:
-            asked = await self.core.ask(ctx)
+            asked = await self.core.ask(channel.ctx)
             if not asked.candidates:
-                await self.say(ctx, "Scheduled post: the model gave no usable candidate this time; nothing posted.")
+                await self.say(channel, "Scheduled post: the model gave no usable candidate this time; nothing posted.")
                 return
             window = schedule.window_minutes
-            await self.frontends[ctx.platform].present(
-                ctx, asked, f"Scheduled post: voting closes in {window} min; nobody votes: 1 is posted.")
+            await announce(channel, f"Scheduled post: voting closes in {window} min; nobody votes: 1 is posted.\n"
+                                    f"{replies.asked(asked, channel.hint)}")
+            await show(self.core, channel, asked)
             await self.clock.sleep(window * 60)
-            posted = await self.core.post(ctx, await self.core.winner_of(asked.generation_id), to=schedule.publisher)
-            await self.say(ctx, f"Scheduled post: {replies.posted(posted, self.frontends[ctx.platform].quote)}")
-        except asyncio.CancelledError:
-            raise
-        except ProverbotError as err:
-            await self.say(ctx, f"Scheduled post failed: {replies.error(err)}")
-        except Exception as err:
-            log.exception("scheduled run of schedule %s failed", schedule.id)
-            await self.say(ctx, f"Scheduled post failed: unexpected {type(err).__name__}: {err}")
+            posted = await self.core.post(channel.ctx, await self.core.winner_of(asked.generation_id),
+                                          to=schedule.publisher)
+            await self.say(channel, f"Scheduled post: {replies.posted(posted, channel.quote)}")
+        except Exception as err:            # (cancellation is no Exception: it goes through)
+            if not isinstance(err, ProverbotError):
+                log.error("scheduled run of schedule %s failed", schedule.id, exc_info=err)
+            await self.say(channel, f"Scheduled post failed: {replies.error(err)}")
 
-    async def say(self, ctx: Context, text: str) -> None:
+    async def say(self, channel: Channel, text: str) -> None:
         try:
-            await self.frontends[ctx.platform].announce(ctx, text)
+            await announce(channel, text)
         except Exception:
-            log.exception("announcing in %s/%s failed: %s", ctx.platform, ctx.channel_id, text)
-
+            log.exception("announcing in %s/%s failed: %s", channel.ctx.platform, channel.ctx.channel_id, text)

@@ -12,7 +12,8 @@ from contextlib import closing
 import pytest
 
 from chatbot.core import BadRequest, Core, Defaults, ModelInfo
-from chatbot.frontends.console import Console, parse_options
+from chatbot.frontends.common import parse_options
+from chatbot.frontends.console import Console
 from chatbot.publishers.dryrun import DryRunPublisher
 from model.worker import ModelWorker
 from storage import Database
@@ -53,20 +54,21 @@ async def test_bad_input_prints_one_line_and_goes_on(sampler):
 /status
 /help
 """)  # /vote before any /proverb; no /quit at the end: EOF ends it
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    errors = [line for line in output.splitlines() if line.startswith("Sorry")]
     assert errors == [
-        "error: No candidates in this channel yet: ask for some with /proverb.",
-        "error: temperature must be a number from 0.1 to 2 (got 5).",
-        "error: cannot read that line: No closing quotation",
-        ("error: Cannot read 'colour:red': use key:value with a key among prefix, temperature, count, length "
+        "Sorry: No candidates in this channel yet: ask for some with /proverb.",
+        "Sorry: temperature must be a number from 0.1 to 2 (got 5).",
+        "Sorry: Cannot read that command: No closing quotation.",
+        ("Sorry: Cannot read 'colour:red': use key:value with a key among prefix, temperature, count, length "
          '(e.g. prefix:"thou shalt").'),
-        "error: Unknown command '/dance'; /help lists the commands.",
-        "error: Which candidate? Give its number in the latest batch, e.g. /vote 1.",
-        "error: 'x' is not a candidate number: give e.g. 1 (latest batch) or #12 (storage id).",
-        "error: n must be a number from 1 to 50 (got 'many').",
+        "Sorry: Unknown command '/dance'; /help lists the commands.",
+        "Sorry: Which candidate? Give its number in the latest batch, e.g. /vote 1.",
+        "Sorry: 'x' is not a candidate number: give e.g. 1 (latest batch) or #12 (storage id).",
+        "Sorry: n must be a number from 1 to 50 (got 'many').",
     ]
     assert "Traceback" not in output
     assert f"Model: {sampler.run.name}" in output and "posts in the last 24 h: dryrun 0." in output
+    assert "No schedule here." in output
     assert "/history [n]" in output
 
 
@@ -93,12 +95,14 @@ def test_proverbot_run_in_a_pipe(trained_run, tmp_path):
     assert re.search(rf"^1\. \[#{candidate_id}\] 1 vote: ", output, re.MULTILINE)
     url = re.search(rf"^Posted \[#{candidate_id}\] on dryrun: (https://dry-run\.invalid/posts/\w+)$", output, re.MULTILINE)
     assert url, output
-    assert f"error: already posted: {url.group(1)}" in output
+    assert f"Sorry: already posted: {url.group(1)}" in output
     assert re.search(rf"^post #1 posted on dryrun .*: {re.escape(url.group(1))}$", output, re.MULTILINE)
 
+    session = re.search(r"^proverbot console: .*; this session is (terminal-[0-9a-f]{6})\. ", output, re.MULTILINE)
+    assert session, output
     with closing(sqlite3.connect(database)) as log:
         assert log.execute("select platform, channel_id, status, count, length from generations").fetchall() == [
-            ("console", "terminal", "ok", 2, 20)]
+            ("console", session.group(1), "ok", 2, 20)]
         assert log.execute("select candidate_id, emoji from votes where removed_at is null").fetchall() == [
             (candidate_id, "👍")]
         assert log.execute("select candidate_id, platform, status, url, text from posts").fetchall() == [
@@ -132,9 +136,9 @@ async def test_post_and_schedule_name_their_publisher(sampler):
 /schedule daily time:09:30 to:bluesky
 """)
     lines = output.splitlines()
-    assert "error: Cannot post there: 'myspace' is not one of x, mastodon, bluesky, dryrun." in output
-    assert "error: Give one candidate: its number in the latest batch, or #ID (and to:NAME for where)." in lines
-    assert "error: to is given twice." in lines
+    assert "Sorry: Cannot post there: 'myspace' is not one of x, mastodon, bluesky, dryrun." in output
+    assert "Sorry: Give one candidate: its number in the latest batch, or #ID (and to:NAME for where)." in lines
+    assert "Sorry: to is given twice." in lines
     assert re.search(r"^Posted \[#\d+\] on dryrun: https://dry-run\.invalid/posts/", output, re.MULTILINE)
     assert any(line.startswith("Daily at 09:30 UTC, voting open 60 min, posting on dryrun; next run") for line in lines)
-    assert "error: Cannot post there: bluesky is not configured." in output
+    assert "Sorry: Cannot post there: bluesky is not configured." in output

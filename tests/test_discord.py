@@ -7,7 +7,7 @@ import threading
 import discord
 import pytest
 
-from chatbot.cli import run_bot
+from chatbot.app import run_bot
 from chatbot.config import ConfigError, load_settings
 from chatbot.context import Context
 from chatbot.core import Defaults
@@ -124,7 +124,7 @@ async def test_proverb_defers_then_shows_each_candidate_with_its_vote_emoji(fake
     assert f"generation #{generation.id}" in summary and "React with 👍 or 🔥 to vote" in summary
     await fake.until(lambda: len(interaction.followups) == len(usable) and len(fake.reactions) == 2 * len(usable))
     for number, (candidate, message) in enumerate(zip(usable, interaction.followups, strict=True), 1):
-        assert message["content"] == f"**{number}.** {quote(candidate.text)}  `#{candidate.id}`"
+        assert message["content"] == f"{number}. [#{candidate.id}] {quote(candidate.text)}"
         assert message["allowed_mentions"] == NO_PINGS
         stored = await db.candidate_by_message("discord", message["id"])
         assert stored.id == candidate.id
@@ -319,11 +319,10 @@ async def test_a_scheduled_run_shows_its_batch_in_the_channel_and_posts_the_winn
     usable = [c for c in generation.candidates if c.usable]
     sent = [r.body for r in fake.requests if r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages"]
     assert sent[0]["content"].startswith("Scheduled post: voting closes in 5 min; nobody votes: 1 is posted.\n[")
-    assert [body["content"] for body in sent[1:]] == [f"**{n}.** {quote(c.text)}  `#{c.id}`"
-                                                      for n, c in enumerate(usable, 1)]
+    assert [body["content"] for body in sent[1:]] == [f"{n}. [#{c.id}] {quote(c.text)}" for n, c in enumerate(usable, 1)]
     assert all(body["allowed_mentions"] == NO_PINGS for body in sent)
     if len(usable) >= 2:
-        message = next(m for m in fake.messages.values() if m["content"].startswith("**2.**"))
+        message = next(m for m in fake.messages.values() if m["content"].startswith("2. [#"))
         await fake.react("MESSAGE_REACTION_ADD", int(message["id"]), "👍", fake.member("bob"))
         await until_votes(core, [0, 1] + [0] * (len(usable) - 2))
     clock.advance(minutes=5)

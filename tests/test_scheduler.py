@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chatbot.context import Context
-from chatbot.core import AskResult, BadRequest, Core, Defaults
+from chatbot.core import BadRequest, Core, Defaults
 from chatbot.frontends.console import Console
+from chatbot.frontends.flows import Channel
 from chatbot.publishers.dryrun import DryRunPublisher
 from chatbot.publishers.registry import Publishers
 from chatbot.scheduler import BOT_ID, Scheduler
@@ -55,26 +56,44 @@ class FakeClock:
 
 
 class Announcements:
-    """A front end of platform "test" that keeps what the scheduler says (chatbot.scheduler.Frontend)."""
+    """A front end of platform "test" that keeps what the scheduler says in its channels (chatbot.scheduler.Frontend,
+    chatbot.frontends.flows.Channel)."""
 
     platform = "test"
 
     def __init__(self) -> None:
         self.said: list[tuple[str, str]] = []
-        self.batches: list[tuple[str, AskResult]] = []
+        self.shown: list[tuple[str, int]] = []          # (channel, candidate id) of each candidate shown
+        self.where: str | None = None
+
+    def channel(self, ctx: Context) -> Channel:
+        return Room(self, ctx)
+
+    def texts(self, channel="c1") -> list[str]:
+        return [text for where, text in self.said if where == channel]
+
+
+class Room:
+    hint, marks = "Vote.", ()
+
+    def __init__(self, front: Announcements, ctx: Context) -> None:
+        self.front, self.ctx = front, ctx
 
     def quote(self, text: str) -> str:
         return text
 
-    async def announce(self, ctx: Context, text: str) -> None:
-        self.said.append((ctx.channel_id, text))
+    def pages(self, lines) -> list[str]:
+        return ["\n".join(lines)]
 
-    async def present(self, ctx: Context, result: AskResult, note: str) -> None:
-        self.batches.append((ctx.channel_id, result))
-        self.said.append((ctx.channel_id, note))
+    async def send(self, text: str) -> None:
+        candidate = re.match(r"\d+\. \[#(\d+)\] ", text)
+        if candidate:
+            self.front.shown.append((self.ctx.channel_id, int(candidate.group(1))))
+        else:
+            self.front.said.append((self.ctx.channel_id, text))
 
-    def texts(self, channel="c1") -> list[str]:
-        return [text for where, text in self.said if where == channel]
+    async def mark(self, message_id: str, mark: str) -> None:
+        raise AssertionError("no marks here")
 
 
 async def open_db() -> Database:
@@ -135,9 +154,11 @@ async def test_a_due_schedule_samples_waits_for_votes_and_posts_the_winner(core,
     await clock.sleeping(1)                                   # the batch is out, the window open
     generation = await db.latest_generation("test", "c1")
     assert generation.user_id == BOT_ID
-    assert said.texts() == ["Scheduled post: voting closes in 10 min; nobody votes: 1 is posted."]
-    assert said.batches[0][1].generation_id == generation.id
     usable = [c for c in generation.candidates if c.usable]
+    note, = said.texts()
+    assert note.startswith("Scheduled post: voting closes in 10 min; nobody votes: 1 is posted.\n[")
+    assert f"generation #{generation.id}. Vote.]" in note
+    assert said.shown == [("c1", c.id) for c in usable]
     if len(usable) < 2:
         pytest.skip("the tiny model gave fewer than two usable candidates")
     await core.vote(BOB, usable[1].id)                        # a vote during the window decides
@@ -224,7 +245,7 @@ async def test_failures_are_announced_and_the_loop_goes_on(db):
         async with asyncio.timeout(30):
             while not said.said:
                 await asyncio.sleep(0.005)
-        assert said.texts() == ["Scheduled post failed: unexpected RuntimeError: model went away"]
+        assert said.texts() == ["Scheduled post failed: unexpected RuntimeError (the bot's log has the details)."]
         await clock.sleeping(1)
         assert not loop.done()
     finally:
@@ -235,29 +256,60 @@ async def test_failures_are_announced_and_the_loop_goes_on(db):
 
 # --- console ---------------------------------------------------------------------------------------------------
 
-async def test_schedule_in_the_console(sampler):
+async def console(sampler, lines: str) -> list[str]:
+    """What a console session printed after its first line, for these lines typed in it."""
     db = await open_db()
     out = io.StringIO()
-    lines = ("/schedule show\n/schedule daily time:09:30 timezone:Europe/Paris window:10\n/schedule show\n"
-             "/schedule daily time:25:00\n/schedule daily timezone:UTC\n/schedule daily time:09:30 window:0\n"
-             "/schedule weekly\n/schedule off\n/schedule off\n/schedule show\n")
     try:
         async with ModelWorker(lambda: sampler) as worker:
-            core = make_core(db, worker, sampler)
-            await Console(core, io.StringIO(lines), out, user="ada").run()
+            await Console(make_core(db, worker, sampler), io.StringIO(lines), out, user="ada").run()
     finally:
         await db.close()
-    said = out.getvalue().splitlines()[1:]
+    return out.getvalue().splitlines()[1:]
+
+
+async def test_schedule_in_the_console(sampler):
+    said = await console(sampler, "/schedule show\n/schedule daily time:09:30 timezone:Europe/Paris window:10\n"
+                                  "/schedule show\n/schedule daily time:25:00\n/schedule daily timezone:UTC\n"
+                                  "/schedule daily time:09:30 window:0\n/schedule weekly\n/schedule off\n"
+                                  "/schedule off\n/schedule show\n")
     assert said[0] == "No schedule here."
     assert re.fullmatch(r"Daily at 09:30 Europe/Paris, voting open 10 min; next run \d{4}-\d\d-\d\d \d\d:30 UTC\.",
                         said[1])
     assert said[2] == said[1]
-    assert said[3].startswith("error: Time of day '25:00' is not HH:MM")
-    assert said[4].startswith("error: /schedule daily needs time:HH:MM")
-    assert said[5] == "error: window must be a whole number from 1 to 1440 (got 0)."
-    assert said[6].startswith("error: Use /schedule daily time:HH:MM")
+    assert said[3].startswith("Sorry: Time of day '25:00' is not HH:MM")
+    assert said[4].startswith("Sorry: /schedule daily needs time:HH:MM")
+    assert said[5] == "Sorry: window must be a whole number from 1 to 1440 (got 0)."
+    assert said[6].startswith("Sorry: Use /schedule daily time:HH:MM")
     assert said[7:] == ["Schedule off.", "There was no schedule on here.",
                         "Schedule off (was daily at 09:30 Europe/Paris)."]
+
+
+async def test_the_console_schedule_outlives_its_session_and_runs_in_the_next(sampler, db, worker):
+    """Set in one console session, shown and run in a later one (another channel): its batch is that session's,
+    so /vote N works on it there."""
+    first = await console(sampler, "/schedule daily time:09:00 window:1\n")
+    assert first[0].startswith("Daily at 09:00 UTC, voting open 1 min; next run")
+    out = io.StringIO()
+    later = Console(make_core(db, worker, sampler), io.StringIO("/schedule show\n/vote 1\n"), out, user="bob")
+    schedule = await db.get_schedule("console", "terminal")
+    clock = FakeClock(schedule.next_run_at)
+    tasks = await Scheduler(later.core, db, [later], clock).run_due()
+    await clock.sleeping(1)
+    session = later.terminal.ctx.channel_id
+    generation = await db.latest_generation("console", session)
+    if not [c for c in generation.candidates if c.usable]:
+        pytest.skip("the tiny model gave no usable candidate")
+    await later.run()
+    clock.advance(minutes=1)
+    await asyncio.gather(*tasks)
+    said = out.getvalue()
+    first_id = next(c.id for c in generation.candidates if c.usable)
+    assert said.startswith("Scheduled post: voting closes in 1 min; nobody votes: 1 is posted.\n[")
+    assert f"\n1. [#{first_id}] " in said
+    assert re.search(r"^Daily at 09:00 UTC, voting open 1 min; next run", said, re.MULTILINE)
+    assert f"\nVoted for 1 [#{first_id}].\n" in said
+    assert re.search(rf"^Scheduled post: Posted \[#{first_id}\] on dryrun: ", said, re.MULTILINE)
 
 
 async def test_schedules_of_platforms_not_served_here_are_left_alone(core, db):
@@ -266,14 +318,6 @@ async def test_schedules_of_platforms_not_served_here_are_left_alone(core, db):
     clock.advance(hours=1)
     assert await Scheduler(core, db, [said], clock).run_due() == []
     assert (await db.get_schedule("slack", "c9")).last_run_at is None      # still due for the process serving Slack
-
-
-async def test_console_announce_prints_only_its_own_channel():
-    out = io.StringIO()
-    console = Console(core=None, stdin=io.StringIO(""), stdout=out, user="ada")
-    await console.announce(Context("console", channel_id="terminal"), "posted!")
-    await console.announce(Context("console", channel_id="elsewhere"), "not here")
-    assert out.getvalue() == "posted!\n"
 
 
 class Mastodon(DryRunPublisher):

@@ -13,7 +13,7 @@ import yaml
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from chatbot import replies
-from chatbot.cli import run_bot
+from chatbot.app import run_bot
 from chatbot.config import ConfigError, load_settings
 from chatbot.context import Context
 from chatbot.core import Defaults
@@ -120,8 +120,8 @@ def private(answer: dict, text: str) -> bool:
 async def test_the_manifest_asks_for_exactly_what_the_bot_uses(bot):
     manifest = yaml.safe_load((ROOT / "slack" / "manifest.yml").read_text())
     commands = {c["command"]: c for c in manifest["features"]["slash_commands"]}
-    assert set(commands) == set(bot.commands) == {"/proverb", "/votes", "/post", "/history", "/proverb-status",
-                                                  "/schedule"}
+    assert set(commands) == set(slack_bot.COMMANDS) == {"/proverb", "/votes", "/post", "/history", "/proverb-status",
+                                                        "/schedule"}
     assert all(c["description"] and c["should_escape"] is False for c in commands.values())
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "reactions:write",
                                                               "reactions:read", "users:read", "usergroups:read"}
@@ -139,30 +139,31 @@ async def test_proverb_acknowledges_then_shows_each_candidate_with_its_reactions
     assert (generation.prefix, generation.temperature, generation.count) == ("thou shalt", 0.9, 3)
     assert (generation.server_id, generation.user_id, generation.user_name) == ("T0TEAM", "U0ADA", "ada")
     usable = [c for c in generation.candidates if c.usable]
-    summary, *shown = fake.posted()
+    summary, = fake.answers(body)                         # to the channel, through the command's response_url
+    assert summary["response_type"] == "in_channel" and summary["mrkdwn"] is False
     assert summary["text"].startswith("ada asked for “thou shalt”: [")
     assert f"generation #{generation.id}" in summary["text"]
     assert "React with :+1: or :fire: to vote; /post posts the top-voted." in summary["text"]
+    shown = fake.posted()
     assert [m["text"] for m in shown] == [f"{n}. [#{c.id}] {quote(c.text)}" for n, c in enumerate(usable, 1)]
     assert all(m["mrkdwn"] is False for m in fake.messages)
     for candidate, message in zip(usable, shown, strict=True):
         assert candidate.message_id == f"{CHANNEL}/{message['ts']}"
         assert (await db.candidate_by_message("slack", f"{CHANNEL}/{message['ts']}")).id == candidate.id
     assert fake.reactions == [(CHANNEL, m["ts"], name) for m in shown for name in ("+1", "fire")]
-    assert fake.answers(body) == []                       # nothing waited in the queue
 
 
 async def test_the_acknowledgement_comes_before_the_work(fake, core, db):
     bot = make_bot(core, process_before_response=False)   # as served: bolt answers Slack as soon as ack() is called
     release = fake.hold("chat.postMessage")
     started = time.monotonic()
-    _body, (status, ack) = await command(fake, bot, "/proverb", "count:2")
+    body, (status, ack) = await command(fake, bot, "/proverb", "count:2")
     assert status == 200 and private(ack, "Sampling…") and time.monotonic() - started < 3
     assert fake.messages == []                            # the candidates are still on their way
     release.set()
     await fake.until(lambda: not bot.in_flight)
-    assert fake.messages[0]["text"].startswith("ada asked: [")
-    assert len(fake.reactions) == 2 * (len(fake.messages) - 1) > 0
+    assert fake.answers(body)[0]["text"].startswith("ada asked: [")
+    assert len(fake.reactions) == 2 * len(fake.messages) > 0
 
 
 @pytest.mark.parametrize("text, message", [
@@ -172,7 +173,8 @@ async def test_the_acknowledgement_comes_before_the_work(fake, core, db):
     (f"prefix:{'x' * 201}", "at most 200 are allowed"),
     ("prefix:\"thou\u0007shalt\"", "control character (U+0007)"),
     ("colour:red", "Cannot read 'colour:red': use key:value with a key among prefix, temperature, count, length"),
-    ('prefix:"unclosed', "No closing quotation"),
+    ('prefix:"unclosed', "Cannot read that command: No closing quotation."),
+    ("x" * 1001, "That command is 1,001 characters long; at most 1,000 are read."),
 ])
 async def test_bad_parameters_are_refused_privately_in_the_acknowledgement(fake, bot, db, text, message):
     _body, (status, ack) = await command(fake, bot, "/proverb", text)
@@ -183,13 +185,13 @@ async def test_bad_parameters_are_refused_privately_in_the_acknowledgement(fake,
 
 async def test_mentions_and_formatting_cannot_escape(fake, bot, db):
     prefix = "<!channel> *hi* @here <@U0BOB> & <#C0ELSEWHERE>"
-    await command(fake, bot, "/proverb", f'prefix:"{prefix}" count:2')
+    body, _ = await command(fake, bot, "/proverb", f'prefix:"{prefix}" count:2')
     assert (await db.latest_generation("slack", CHANNEL)).prefix == prefix        # Slack's escapes undone
-    assert fake.messages
-    for message in fake.messages:
+    summary, = fake.answers(body)
+    for message in [summary, *fake.messages]:
         assert message["mrkdwn"] is False and "<" not in message["text"] and ">" not in message["text"]
         assert "@here" not in message["text"]
-    assert "&lt;!channel&gt; *hi* @\u200bhere &lt;@\u200bU0BOB&gt; &amp; &lt;#C0ELSEWHERE&gt;" in fake.messages[0]["text"]
+    assert "&lt;!channel&gt; *hi* @\u200bhere &lt;@\u200bU0BOB&gt; &amp; &lt;#C0ELSEWHERE&gt;" in summary["text"]
 
 
 async def test_text_is_escaped_cut_and_paged_to_slacks_limit_with_a_mark():
@@ -238,8 +240,7 @@ async def test_a_waiting_request_shows_its_place_and_a_full_queue_says_busy(fake
                                                           "shortly.")
             gated.gate.set()
             await asyncio.gather(running, waiting)
-            assert sorted(m["text"][:12] for m in fake.posted() if "asked" in m["text"]) == ["ada asked: [",
-                                                                                             "bob asked: ["]
+            assert fake.answers(waiting_body)[1]["text"].startswith("bob asked: [")
         finally:
             gated.gate.set()
 
@@ -318,8 +319,8 @@ async def test_post_publishes_the_top_voted_then_refuses_it_twice(fake, bot, db)
     await dispatch(bot, fake.reaction("reaction_added", "U0BOB", shown[1]["ts"]))
     said = []
     for text in ["", "2", f"#{usable[0].id} to:dryrun", "first", "1 to:myspace"]:
-        body, _ = await command(fake, bot, "/post", text)
-        said.append(fake.answers(body)[0])
+        body, (_, ack) = await command(fake, bot, "/post", text)
+        said.append(ack or fake.answers(body)[0])             # refused in the acknowledgement, or answered after
     assert said[0]["text"].startswith(f"Posted [#{usable[1].id}] on dryrun: https://dry-run.invalid/posts/")
     assert said[1]["response_type"] == "ephemeral"
     assert said[1]["text"].startswith("Sorry: already posted: https://dry-run.invalid/posts/")
@@ -451,8 +452,8 @@ async def test_run_serves_slack_in_socket_mode_and_stops_cleanly(fake, slack_set
     body = fake.command("/proverb", "count:2")
     ack = await fake.deliver("slash_commands", body)                   # acknowledged by envelope id, at once
     assert ack["payload"] == {"response_type": "ephemeral", "text": "Sampling…", "mrkdwn": False}
-    await fake.until(lambda: fake.messages)
-    assert fake.messages[0]["text"].startswith("ada asked: [")
+    await fake.until(lambda: fake.answers(body))
+    assert fake.answers(body)[0]["text"].startswith("ada asked: [")
     assert "slack" in json.loads(slack_settings.health_file.read_text())["connected"]
     task.cancel()                                                      # what SIGTERM does, while candidates are sent
     with pytest.raises(asyncio.CancelledError):
@@ -460,7 +461,7 @@ async def test_run_serves_slack_in_socket_mode_and_stops_cleanly(fake, slack_set
     generation = (await db.history("generations"))[0]
     assert (generation.status, generation.platform) == ("ok", "slack")
     shown = [c for c in (await db.get_generation(generation.id)).candidates if c.usable]
-    assert len(fake.messages) == 1 + len(shown)                        # the command in flight finished first
+    assert len(fake.messages) == len(shown)                            # the command in flight finished first
     assert all(c.message_id for c in shown)
 
 
@@ -472,8 +473,8 @@ async def test_socket_mode_takes_commands_and_votes_acknowledged_by_envelope(fak
         await fake.until(bot.healthy)
         ack = await fake.deliver("slash_commands", fake.command("/proverb", "count:2"))
         assert ack["payload"]["text"] == "Sampling…"
-        await fake.until(lambda: fake.reactions and len(fake.reactions) == 2 * (len(fake.messages) - 1))
-        ack = await fake.deliver("events_api", fake.reaction("reaction_added", "U0BOB", fake.messages[1]["ts"]))
+        await fake.until(lambda: fake.reactions and len(fake.reactions) == 2 * len(fake.messages))
+        ack = await fake.deliver("events_api", fake.reaction("reaction_added", "U0BOB", fake.messages[0]["ts"]))
         assert ack == {"envelope_id": ack["envelope_id"]}
         async with asyncio.timeout(30):
             while (await votes_of(core))[:1] != [1]:
@@ -491,10 +492,11 @@ async def test_one_run_serves_discord_and_slack_with_one_worker_and_one_log(fake
         try:
             await asyncio.wait_for(fake.connected.wait(), 60)
             await discord_fake.until(lambda: discord_fake.identified.is_set() and discord_fake.synced)
-            await fake.deliver("slash_commands", fake.command("/proverb", "count:1"))
+            body = fake.command("/proverb", "count:1")
+            await fake.deliver("slash_commands", body)
             interaction = await discord_fake.command("proverb", {"count": 1})
             await discord_fake.until(lambda: interaction.answered)
-            await fake.until(lambda: fake.messages)
+            await fake.until(lambda: fake.answers(body))
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -1,7 +1,9 @@
-"""What the chat front ends share: reading a command's words, the permission error, and fitting text to a message.
+"""What the chat front ends share below the command flows: reading a command's words, naming a candidate, the
+permission error, and fitting text to a message.
 
+    words('/proverb prefix:"thou shalt" count:3')              # shell-like words; a command too long is refused
     options = parse_options(["prefix:thou shalt", "count:3"], PROVERB_KEYS)     # {"prefix": ..., "count": "3"}
-    candidate = await candidate_id(core, ctx, "#12")          # "N" (the latest batch here) or "#ID" (storage id)
+    candidate = await candidate_id(core, ctx, "#12")          # "N" (the latest batch here) or "#ID" (shown here)
     kwargs = schedule_options(["time:09:30", "window:10"])    # for core.set_schedule
     named, to = post_options(["2", "to:mastodon"])            # ("2", "mastodon") for core.post
     fit(text, 2000), pages(lines, 2000)                        # cut (with a visible mark) and packed into messages
@@ -14,23 +16,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shlex
 from collections.abc import Iterable
 
-from chatbot.core import BadRequest, Context, Core
+from chatbot.context import Context
+from chatbot.core import BadRequest, Core
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
 
+MAX_COMMAND = 1000                  # characters of a command read at most (a console line, a Slack command's text)
+MAX_ID = 2**63 - 1                  # the largest id a database row can have
 PROVERB_KEYS = ("prefix", "temperature", "count", "length")
 SCHEDULE_KEYS = ("time", "timezone", "window", "to")
 SCHEDULE_USAGE = ("Use /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10] [to:NAME], /schedule show or "
                   "/schedule off.")
 TRIMMED = " … [trimmed]"
 SHUTDOWN_GRACE = 8.0                # seconds commands in flight get to finish when the bot stops
+STRAIGHT_QUOTES = str.maketrans({"“": '"', "”": '"'})     # a client may type curly quotes around a prefix
+DIGITS = re.compile(r"[0-9]+")
 
 
 class NotAllowed(ProverbotError):
     """The user may not post or set schedules here (a role, permission, user group or admin is needed)."""
+
+
+def check_length(size: int) -> None:
+    """BadRequest for a command of `size` characters when that is more than is read (before any parsing)."""
+    if size > MAX_COMMAND:
+        raise BadRequest(f"That command is {size:,} characters long; at most {MAX_COMMAND:,} are read.")
+
+
+def words(text: str) -> list[str]:
+    """A command's text as shell-like words (curly quotes read as straight ones), or BadRequest."""
+    check_length(len(text))
+    try:
+        return shlex.split(text.translate(STRAIGHT_QUOTES))
+    except ValueError as err:       # an unclosed quote
+        raise BadRequest(f"Cannot read that command: {err}.") from None
 
 
 def parse_options(args: list[str], keys: tuple[str, ...]) -> dict[str, str]:
@@ -77,6 +100,15 @@ def post_options(args: list[str]) -> tuple[str | None, str | None]:
     return (named[0] if named else None), chosen.get("to")
 
 
+def one_candidate(args: list[str]) -> str:
+    """The word after /vote or /unvote: the one candidate it names."""
+    if not args:
+        raise BadRequest("Which candidate? Give its number in the latest batch, e.g. /vote 1.")
+    if len(args) > 1:
+        raise BadRequest("Give one candidate: its number in the latest batch, or #ID.")
+    return args[0]
+
+
 def history_size(args: list[str]) -> str | int:
     """The n of `/history [n]`: how many posts to show (10 when not given; core.history checks the range)."""
     if len(args) > 1:
@@ -85,13 +117,18 @@ def history_size(args: list[str]) -> str | int:
 
 
 async def candidate_id(core: Core, ctx: Context, text: str) -> int:
-    """The storage id of the candidate `text` names: N, its number in the latest batch here, or #ID."""
+    """The storage id of the candidate `text` names in ctx's channel: N, its number in the latest batch there, or
+    #ID, a candidate of a batch shown there (never one of another channel's, or console's, batches)."""
     text = text.strip()
-    if text.startswith("#") and text[1:].isdigit():
-        return int(text[1:])
-    if not text.isdigit():
+    digits = text.removeprefix("#")
+    if not DIGITS.fullmatch(digits):
         raise BadRequest(f"{text!r} is not a candidate number: give e.g. 1 (latest batch) or #12 (storage id).")
-    return await core.candidate_number(ctx, int(text))
+    if digits == text:
+        return await core.candidate_number(ctx, int(digits))
+    number = int(digits)
+    if not 1 <= number <= MAX_ID or await core.db.candidate_in_channel(ctx.platform, ctx.channel_id, number) is None:
+        raise BadRequest(f"No such candidate here: #{digits} was not shown in this channel.")
+    return number
 
 
 def fit(text: str, limit: int, dangling: str = "") -> str:

@@ -1,50 +1,81 @@
-"""The terminal front end: the Discord commands, typed on stdin, answered on stdout.
+"""The terminal front end: the chat commands, typed on stdin, answered on stdout.
 
     /proverb prefix:"thou shalt" temperature:0.9 count:3 length:60
     /vote 1        /unvote 1        /votes        /post [N] [to:x]        /history [n]        /status        /help        /quit
     /schedule daily time:09:30 timezone:Europe/Paris window:10        /schedule show        /schedule off
 
-N is a candidate's number in the latest batch (as printed); #ID names a candidate by its storage id. Works with a
-pipe as well as a terminal (`printf '/proverb\\n/post\\n' | proverbot run`); EOF ends like /quit. Bad input
-prints one line starting with "error:" and the console goes on.
+Each console session is a channel of its own, `terminal-<6 hex digits>` (the first line names it), so two consoles
+on one log never act on each other's batches: N is a candidate's number in this session's latest batch, and #ID
+takes only a candidate shown in this session.
+
+The console's daily schedule is one for all sessions on the log (channel `terminal`): set in one session, it is
+shown, replaced or turned off from any later one, and it keeps running across restarts (a missed run runs once at
+the next start). A scheduled batch is sampled in the session of the bot that runs it, so /vote N and /post work on
+it there as on a batch of your own.
+
+Works with a pipe as well as a terminal (`printf '/proverb\\n/post\\n' | proverbot run`); EOF ends like /quit. Bad
+input prints one line starting with "Sorry:" and the console goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
-import logging
-import shlex
+import secrets
 import sys
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import TextIO
 
-from chatbot import replies
-from chatbot.core import AskResult, BadRequest, Context, Core
-from chatbot.frontends.common import (
-    PROVERB_KEYS,
-    SCHEDULE_USAGE,
-    candidate_id,
-    history_size,
-    no_arguments,
-    parse_options,
-    post_options,
-    schedule_options,
-)
-from proverbot_errors import ProverbotError
+from chatbot.context import Context
+from chatbot.core import Core
+from chatbot.frontends import flows
+from chatbot.frontends.common import words
 
-log = logging.getLogger(__name__)
-
+SCHEDULES = "terminal"          # the channel of the console's schedule, shared by every session
 HELP = """Commands:
   /proverb [prefix:"text"] [temperature:0.1-2.0] [count:1-10] [length:1-200]   sample candidates
   /vote N, /unvote N      vote for (or withdraw from) candidate N of the latest batch (#ID: by storage id)
   /votes                  the tally of the latest batch
   /post [N] [to:NAME]     publish the top-voted candidate (ties: the earlier one), or candidate N (on NAME)
   /history [n]            the n most recent posts
-  /status                 model, queue and posts in the last 24 hours
-  /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10] [to:NAME]   post the top-voted of a daily batch here
+  /status                 model, queue, posts in the last 24 hours and the schedule
+  /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10] [to:NAME]   post the top-voted of a daily batch
   /schedule show, /schedule off
   /help, /quit"""
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """The terminal as a chat channel and as the answer to a command (flows.Channel and flows.Reply)."""
+
+    ctx: Context
+    out: TextIO
+    hint = "Vote with /vote N."
+    marks = ()
+
+    def quote(self, text: str) -> str:
+        return text
+
+    def pages(self, lines: Iterable[str]) -> list[str]:
+        return ["\n".join(lines)]
+
+    async def send(self, text: str) -> None:
+        self.say(text)
+
+    async def mark(self, message_id: str, mark: str) -> None:
+        """Never called: nothing is marked in a terminal."""
+
+    async def accept(self, slow: bool = False, text: str = "", posting: bool = False) -> None:
+        if text:
+            self.say(text)
+
+    async def answer(self, lines: list[str], private: bool = True) -> None:
+        self.say("\n".join(lines))
+
+    def say(self, text: str, end: str = "\n") -> None:
+        print(text, end=end, file=self.out, flush=True)
 
 
 class Quit(Exception):
@@ -57,21 +88,22 @@ class Console:
     def __init__(self, core: Core, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
                  user: str | None = None) -> None:
         self.core = core
-        self.stdin, self.stdout = stdin, stdout
+        self.stdin = stdin
         user = user or getpass.getuser()
-        self.ctx = Context(self.platform, channel_id="terminal", user_id=user, user_name=user)
-        self.commands = {"/proverb": self.proverb, "/vote": self.vote, "/unvote": self.unvote, "/votes": self.votes,
-                         "/post": self.post, "/history": self.history, "/status": self.status,
-                         "/schedule": self.schedule, "/help": self.help, "/quit": self.quit, "/exit": self.quit}
+        session = Context(self.platform, channel_id=f"terminal-{secrets.token_hex(3)}", user_id=user, user_name=user)
+        self.terminal = Terminal(session, stdout)
+        self.schedules = Terminal(replace(session, channel_id=SCHEDULES), stdout)
 
     async def run(self) -> None:
         """Read and answer commands until /quit or end of input."""
-        self.say(f"proverbot console: {self.core.model.run_name} on {self.core.model.device}, publishing to "
-                 f"{self.core.publisher.name}. /help lists the commands.")
+        model = self.core.model
+        self.terminal.say(f"proverbot console: {model.run_name} on {model.device}, publishing to "
+                          f"{self.core.publisher.name}; this session is {self.terminal.ctx.channel_id}. /help lists "
+                          "the commands.")
         lines = self.read_lines()
         while True:
             if self.stdin.isatty():
-                self.say("> ", end="")
+                self.terminal.say("> ", end="")
             line = await lines.get()
             if not line:
                 return
@@ -100,110 +132,30 @@ class Console:
 
     async def handle(self, line: str) -> None:
         """Answer one line; every error becomes one line of output."""
+        name = "a line"
         try:
-            words = shlex.split(line)
-            if not words:
+            typed = words(line.rstrip("\r\n"))
+            if not typed:
                 return
-            command = self.commands.get(words[0].lower())
-            if command is None:
-                raise BadRequest(f"Unknown command {words[0]!r}; /help lists the commands.")
-            await command(words[1:])
+            name, args = typed[0].lower(), typed[1:]
+            if name in ("/quit", "/exit"):
+                raise Quit
+            if name == "/help":
+                self.terminal.say(HELP)
+                return
+            # the schedule is the console's, not the session's: /schedule and /status act on it
+            here = self.schedules if name in ("/schedule", "/status") else self.terminal
+            await flows.command(self.core, here, here, name, args)
         except Quit:
             raise
-        except ProverbotError as err:
-            self.say(f"error: {replies.error(err)}")
-        except ValueError as err:  # shlex: an unclosed quote
-            self.say(f"error: cannot read that line: {err}")
-        except Exception as err:
-            log.debug("unexpected error", exc_info=True)
-            self.say(f"error: unexpected {type(err).__name__}: {err}")
-
-    def say(self, text: str, end: str = "\n") -> None:
-        print(text, end=end, file=self.stdout, flush=True)
-
-    # --- commands --------------------------------------------------------------------------------------------
-
-    async def proverb(self, args: list[str]) -> None:
-        options = parse_options(args, PROVERB_KEYS)
-        self.say("Sampling...")
-        result = await self.core.ask(self.ctx, on_queued=lambda n: self.say(f"Waiting in the queue: #{n}."),
-                                     **options)
-        self.show(result)
-
-    def show(self, result: AskResult, note: str = "") -> None:
-        for candidate in result.candidates:
-            self.say(replies.candidate(candidate))
-        self.say(replies.asked(result, "Vote with /vote N."))
-        if note:
-            self.say(note)
-
-    async def vote(self, args: list[str], added: bool = True) -> None:
-        number, chosen = await self.candidate(args)
-        changed = await self.core.vote(self.ctx, chosen, added=added)
-        if added:
-            self.say(f"Voted for {number} [#{chosen}].")
-        else:
-            self.say(f"Removed your vote for {number} [#{chosen}]." if changed
-                     else f"You had no vote on {number} [#{chosen}].")
-
-    async def unvote(self, args: list[str]) -> None:
-        await self.vote(args, added=False)
-
-    async def votes(self, args: list[str]) -> None:
-        no_arguments(args, "/votes")
-        self.say("\n".join(replies.tally(await self.core.votes(self.ctx))))
-
-    async def post(self, args: list[str]) -> None:
-        named, to = post_options(args)
-        chosen = await candidate_id(self.core, self.ctx, named) if named else None
-        self.say(replies.posted(await self.core.post(self.ctx, chosen, to=to)))
-
-    async def history(self, args: list[str]) -> None:
-        self.say("\n".join(replies.history(await self.core.history(self.ctx, history_size(args)))))
-
-    async def status(self, args: list[str]) -> None:
-        no_arguments(args, "/status")
-        self.say(replies.status(await self.core.status()))
-
-    async def schedule(self, args: list[str]) -> None:
-        action = args[0].lower() if args else ""
-        if action == "daily":
-            self.say(replies.schedule(await self.core.set_schedule(self.ctx, **schedule_options(args[1:]))))
-        elif action == "show":
-            no_arguments(args[1:], "/schedule show")
-            self.say(replies.schedule(await self.core.schedule(self.ctx)))
-        elif action == "off":
-            no_arguments(args[1:], "/schedule off")
-            self.say("Schedule off." if await self.core.schedule_off(self.ctx) else "There was no schedule on here.")
-        else:
-            raise BadRequest(SCHEDULE_USAGE)
+        except Exception as err:  # noqa: BLE001 (flows.failed logs what no one can act on)
+            await flows.failed(self.terminal, err, name)
 
     # --- what the scheduler calls (chatbot.scheduler.Frontend) -------------------------------------------------
 
     def healthy(self) -> bool:
         return True
 
-    def quote(self, text: str) -> str:
-        return text
-
-    async def announce(self, ctx: Context, text: str) -> None:
-        if ctx.channel_id == self.ctx.channel_id:
-            self.say(text)
-
-    async def present(self, ctx: Context, result: AskResult, note: str) -> None:
-        if ctx.channel_id == self.ctx.channel_id:
-            self.show(result, note)
-
-    async def help(self, args: list[str]) -> None:
-        self.say(HELP)
-
-    async def quit(self, args: list[str]) -> None:
-        raise Quit
-
-    async def candidate(self, args: list[str]) -> tuple[str, int]:
-        """(label, storage id) of the candidate an argument names: N in the latest batch, or #ID."""
-        if not args:
-            raise BadRequest("Which candidate? Give its number in the latest batch, e.g. /vote 1.")
-        if len(args) > 1:
-            raise BadRequest("Give one candidate: its number in the latest batch, or #ID.")
-        return args[0], await candidate_id(self.core, self.ctx, args[0])
+    def channel(self, ctx: Context) -> Terminal:
+        """A scheduled run of the console's schedule: sampled, shown and voted on in this session."""
+        return Terminal(replace(ctx, channel_id=self.terminal.ctx.channel_id), self.terminal.out)

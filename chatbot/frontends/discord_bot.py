@@ -3,11 +3,12 @@
     bot = DiscordBot(core, DiscordOptions(post_roles=["poster"]))
     await bot.serve(os.environ["DISCORD_TOKEN"])        # until closed
 
-/proverb samples in the model worker (the interaction is deferred at once: Discord wants an answer in 3 seconds),
-then shows each candidate in a message of its own with the vote emoji pre-added; reactions on those messages are
-votes (raw events, so messages from before a restart count too; bots never count). /post, /schedule daily and
-/schedule off need the configured role or permission. Every parameter is checked again here, since Discord
-clients can send values outside the declared ranges; a bad one gets an error only its sender sees. Nothing the
+Each command runs its flow (chatbot.frontends.flows). /proverb samples in the model worker (the interaction is
+deferred at once: Discord wants an answer in 3 seconds), then shows each candidate in a message of its own with the
+vote emoji pre-added; reactions on those messages are votes (raw events, so messages from before a restart count
+too; bots never count). /post, /schedule daily and /schedule off need the configured role or permission. Every
+parameter is checked again, since Discord clients can send values outside the declared ranges (and at most 1,000
+characters of a command's options are read); a bad one gets an error only its sender sees. Nothing the
 bot sends can ping anyone: allowed_mentions is none on every message, and generated or user-given text has its
 markdown and mentions escaped and is cut to Discord's 2,000 characters with a visible mark.
 
@@ -19,28 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import zoneinfo
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import partial
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from chatbot import replies
 from chatbot.config import ConfigError
 from chatbot.context import Context
-from chatbot.core import (
-    COUNT,
-    LENGTH,
-    MAX_PREFIX,
-    TEMPERATURE,
-    WINDOW,
-    AskResult,
-    Core,
-)
-from chatbot.frontends import common
-from chatbot.frontends.common import NotAllowed, candidate_id, finish_in_flight
+from chatbot.core import COUNT, LENGTH, MAX_PREFIX, TEMPERATURE, WINDOW, BadRequest, Core
+from chatbot.frontends import common, flows
+from chatbot.frontends.common import MAX_COMMAND, NotAllowed, check_length, finish_in_flight
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
@@ -100,17 +91,84 @@ def context(interaction: discord.Interaction) -> Context:
                    user_name=interaction.user.display_name, server_id=str(guild) if guild else None)
 
 
+def typed(options: list[dict]) -> int:
+    """The characters typed into a command's options (its subcommand's included), as Discord sent them."""
+    return sum(len(str(option.get("value", ""))) + typed(option.get("options", [])) for option in options)
+
+
+def check_may_post(interaction: discord.Interaction, options: DiscordOptions) -> None:
+    permissions = interaction.permissions
+    if permissions.administrator or getattr(permissions, options.post_permission, False):
+        return
+    roles = getattr(interaction.user, "roles", [])
+    if any(str(role.id) in options.post_roles or role.name in options.post_roles for role in roles):
+        return
+    needed = options.post_permission.replace("_", " ")
+    named = f" or the role {' / '.join(options.post_roles)}" if options.post_roles else ""
+    raise NotAllowed(f"Posting and schedules need the {needed} permission{named}.")
+
+
+class DiscordChannel:
+    """A Discord channel as flows.Channel: a command's candidates go out as its followups, a scheduled run's as
+    messages in the channel."""
+
+    def __init__(self, bot: DiscordBot, ctx: Context, followup: discord.Webhook | None = None) -> None:
+        self.bot, self.ctx, self.followup = bot, ctx, followup
+        self.hint, self.marks = bot.vote_hint, bot.options.vote_emoji
+
+    def quote(self, text: str) -> str:
+        return quote(text)
+
+    def pages(self, lines: Iterable[str]) -> list[str]:
+        return pages(lines)
+
+    async def send(self, text: str) -> str:
+        message = {"content": fit(text), "allowed_mentions": NO_PINGS}
+        sent = await (self.followup.send(wait=True, **message) if self.followup else self.here().send(**message))
+        return str(sent.id)
+
+    async def mark(self, message_id: str, emoji: str) -> None:
+        await self.here().get_partial_message(int(message_id)).add_reaction(emoji)
+
+    def here(self) -> discord.PartialMessageable:
+        return self.bot.get_partial_messageable(int(self.ctx.channel_id))
+
+
+class DiscordReply:
+    """The answer to an interaction (flows.Reply): privately (ephemeral) or to the channel; once deferred, the
+    "thinking…" message becomes the answer."""
+
+    def __init__(self, interaction: discord.Interaction, options: DiscordOptions) -> None:
+        self.interaction, self.options = interaction, options
+
+    async def accept(self, slow: bool = False, text: str = "", posting: bool = False) -> None:
+        if posting:
+            check_may_post(self.interaction, self.options)
+        if slow:
+            await self.interaction.response.defer(thinking=True)
+
+    async def answer(self, lines: list[str], private: bool = True) -> None:
+        first, *rest = pages(lines)
+        if not self.interaction.response.is_done():
+            await self.interaction.response.send_message(first, ephemeral=private, allowed_mentions=NO_PINGS)
+        else:
+            await self.interaction.edit_original_response(content=first, allowed_mentions=NO_PINGS)
+        for page in rest:
+            await self.interaction.followup.send(page, ephemeral=private, allowed_mentions=NO_PINGS)
+
+
 class Proverbs(commands.Cog):
-    """The bot's commands and its reaction votes."""
+    """The bot's commands and its reaction votes: each command is its flow (chatbot.frontends.flows)."""
 
     schedule = app_commands.Group(name="schedule", description="Post the top-voted of a daily batch here.",
                                   allowed_contexts=app_commands.AppCommandContext(guild=True))
 
     def __init__(self, bot: DiscordBot) -> None:
         self.bot, self.core, self.options = bot, bot.core, bot.options
-        self.vote_hint = f"React with {' or '.join(self.options.vote_emoji)} to vote; /post posts the top-voted."
 
-    # --- sampling --------------------------------------------------------------------------------------------
+    def here(self, interaction: discord.Interaction) -> tuple[DiscordChannel, DiscordReply]:
+        return (DiscordChannel(self.bot, context(interaction), interaction.followup),
+                DiscordReply(interaction, self.options))
 
     @app_commands.command(description="Sample candidates from the model; vote for them with reactions.")
     @app_commands.describe(prefix="Text the candidates start with", temperature="Higher is wilder (default 0.7)",
@@ -121,33 +179,7 @@ class Proverbs(commands.Cog):
                       temperature: app_commands.Range[float, *TEMPERATURE] | None = None,
                       count: app_commands.Range[int, *COUNT] | None = None,
                       length: app_commands.Range[int, *LENGTH] | None = None) -> None:
-        self.core.request(prefix or "", temperature, count, length)       # a bad value: refused privately, now
-        await interaction.response.defer(thinking=True)
-        notices: list[asyncio.Task] = []
-        result = await self.core.ask(context(interaction), prefix or "", temperature, count, length,
-                                     on_queued=partial(self.queued, interaction, notices))
-        await asyncio.gather(*notices, return_exceptions=True)     # a queue notice never lands after the answer
-        asked = f"{quote(interaction.user.display_name)} asked for “{quote(prefix)}”" if prefix else \
-            f"{quote(interaction.user.display_name)} asked"
-        await interaction.edit_original_response(content=fit(f"{asked}: {replies.asked(result, self.vote_hint)}"))
-        await self.show(partial(interaction.followup.send, wait=True), result)
-
-    @staticmethod
-    def queued(interaction: discord.Interaction, notices: list[asyncio.Task], position: int) -> None:
-        text = f"Waiting for the model: #{position} in the queue."
-        notices.append(asyncio.create_task(interaction.edit_original_response(content=text)))
-
-    async def show(self, send: Callable[..., Awaitable[discord.Message]], result: AskResult) -> None:
-        """One message per candidate, remembered in the log, with the vote emoji added by the bot."""
-        for candidate in result.candidates:
-            message = await send(content=fit(f"**{candidate.number}.** {quote(candidate.text)}  `#{candidate.id}`"),
-                                 allowed_mentions=NO_PINGS)
-            await self.core.shown_in(candidate.id, str(message.id))
-            for emoji in self.options.vote_emoji:
-                try:
-                    await message.add_reaction(emoji)
-                except discord.HTTPException as err:
-                    log.warning("could not add %s to message %s: %s", emoji, message.id, err)
+        await flows.ask(self.core, *self.here(interaction), prefix or "", temperature, count, length)
 
     # --- votes -----------------------------------------------------------------------------------------------
 
@@ -181,7 +213,7 @@ class Proverbs(commands.Cog):
     @app_commands.command(description="The votes on the latest batch in this channel.")
     @app_commands.guild_only()
     async def votes(self, interaction: discord.Interaction) -> None:
-        await self.reply(interaction, replies.tally(await self.core.votes(context(interaction)), quote))
+        await flows.votes(self.core, *self.here(interaction))
 
     # --- posting ---------------------------------------------------------------------------------------------
 
@@ -197,14 +229,7 @@ class Proverbs(commands.Cog):
     @app_commands.guild_only()
     async def post(self, interaction: discord.Interaction, candidate: app_commands.Range[str, 1, 20] | None = None,
                    to: app_commands.Range[str, 1, 20] | None = None) -> None:
-        self.check_may_post(interaction)
-        ctx = context(interaction)
-        chosen = await candidate_id(self.core, ctx, candidate) if candidate else None
-        if to is not None:
-            self.core.publishers.get(to)                     # an unknown one: refused privately, now
-        await interaction.response.defer(thinking=True)
-        posted = await self.core.post(ctx, chosen, to=to)
-        await interaction.edit_original_response(content=fit(replies.posted(posted, quote)))
+        await flows.post(self.core, *self.here(interaction), candidate, to)
 
     @post.autocomplete("candidate")
     async def candidates_of_latest_batch(self, interaction: discord.Interaction,
@@ -217,33 +242,18 @@ class Proverbs(commands.Cog):
                    for number, row in enumerate(rows, 1)]
         return [choice for choice in choices if current.lower() in choice.name.lower()][:25]
 
-    def check_may_post(self, interaction: discord.Interaction) -> None:
-        permissions = interaction.permissions
-        if permissions.administrator or getattr(permissions, self.options.post_permission, False):
-            return
-        roles = getattr(interaction.user, "roles", [])
-        if any(str(role.id) in self.options.post_roles or role.name in self.options.post_roles for role in roles):
-            return
-        needed = self.options.post_permission.replace("_", " ")
-        named = f" or the role {' / '.join(self.options.post_roles)}" if self.options.post_roles else ""
-        raise NotAllowed(f"Posting and schedules need the {needed} permission{named}.")
-
-    # --- history and status ----------------------------------------------------------------------------------
+    # --- history, status and schedules -----------------------------------------------------------------------
 
     @app_commands.command(description="The most recent posts, with links.")
     @app_commands.describe(n="How many posts to show")
     @app_commands.guild_only()
     async def history(self, interaction: discord.Interaction, n: app_commands.Range[int, 1, 50] = 10) -> None:
-        await self.reply(interaction, replies.history(await self.core.history(context(interaction), n), quote))
+        await flows.history(self.core, *self.here(interaction), n)
 
     @app_commands.command(description="The model, the queue, recent posts and this channel's schedule.")
     @app_commands.guild_only()
     async def status(self, interaction: discord.Interaction) -> None:
-        ctx = context(interaction)
-        await self.reply(interaction, [replies.status(await self.core.status()),
-                                       replies.schedule(await self.core.schedule(ctx))])
-
-    # --- schedules -------------------------------------------------------------------------------------------
+        await flows.status(self.core, *self.here(interaction))
 
     @schedule.command(name="daily", description="Each day at this time: sample a batch here, then post the top-voted.")
     @app_commands.describe(time="HH:MM, 24-hour clock", timezone="A time zone such as Europe/Paris (default UTC)",
@@ -254,10 +264,8 @@ class Proverbs(commands.Cog):
                              timezone: app_commands.Range[str, 1, 64] = "UTC",
                              window: app_commands.Range[int, *WINDOW] = 60,
                              to: app_commands.Range[str, 1, 20] | None = None) -> None:
-        self.check_may_post(interaction)
-        schedule = await self.core.set_schedule(context(interaction), time, timezone, window_minutes=window,
-                                                publisher=to)
-        await interaction.response.send_message(replies.schedule(schedule), allowed_mentions=NO_PINGS)
+        await flows.schedule_daily(self.core, *self.here(interaction), time=time, timezone=timezone,
+                                   window_minutes=window, publisher=to)
 
     @schedule_daily.autocomplete("timezone")
     async def timezones(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -266,23 +274,11 @@ class Proverbs(commands.Cog):
 
     @schedule.command(name="show", description="This channel's daily schedule.")
     async def schedule_show(self, interaction: discord.Interaction) -> None:
-        await self.reply(interaction, [replies.schedule(await self.core.schedule(context(interaction)))])
+        await flows.schedule_show(self.core, *self.here(interaction))
 
     @schedule.command(name="off", description="Stop this channel's daily posts.")
     async def schedule_off(self, interaction: discord.Interaction) -> None:
-        self.check_may_post(interaction)
-        done = await self.core.schedule_off(context(interaction))
-        await interaction.response.send_message("Schedule off." if done else "There was no schedule on here.",
-                                                allowed_mentions=NO_PINGS)
-
-    # --- answering -------------------------------------------------------------------------------------------
-
-    async def reply(self, interaction: discord.Interaction, lines: Iterable[str]) -> None:
-        """Lines only the caller sees, in as many messages as Discord's limit needs."""
-        first, *rest = pages(lines)
-        await interaction.response.send_message(first, ephemeral=True, allowed_mentions=NO_PINGS)
-        for page in rest:
-            await interaction.followup.send(page, ephemeral=True, allowed_mentions=NO_PINGS)
+        await flows.schedule_off(self.core, *self.here(interaction))
 
 
 class Tree(app_commands.CommandTree):
@@ -292,6 +288,13 @@ class Tree(app_commands.CommandTree):
         task = asyncio.current_task()                 # the task discord.py runs this command (or autocomplete) in
         self.client.in_flight.add(task)
         task.add_done_callback(self.client.in_flight.discard)
+        size = typed((interaction.data or {}).get("options", []))    # declared ranges are not enforced on arrival
+        if size > MAX_COMMAND and interaction.type is discord.InteractionType.autocomplete:
+            return False
+        try:
+            check_length(size)
+        except BadRequest as err:
+            raise app_commands.CheckFailure(str(err)) from None
         return True
 
 
@@ -309,6 +312,7 @@ class DiscordBot(commands.Bot):
         self.in_flight: set[asyncio.Task] = set()
         self.core = core
         self.options = options or DiscordOptions()
+        self.vote_hint = f"React with {' or '.join(self.options.vote_emoji)} to vote; /post posts the top-voted."
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
@@ -322,24 +326,15 @@ class DiscordBot(commands.Bot):
 
     async def on_app_command_error(self, interaction: discord.Interaction,
                                    error: app_commands.AppCommandError) -> None:
-        """Errors a person can act on go to them (privately when nothing was said yet); others are logged."""
+        """Every error goes to the sender in one line (privately when nothing was said yet); bugs are logged."""
         cause = getattr(error, "original", error)
-        if isinstance(cause, ProverbotError):
-            text = f"Sorry: {replies.error(cause)}"
-        elif isinstance(cause, app_commands.AppCommandError):      # a bad option type, a DM, ...
-            text = f"Sorry: {cause}"
-        else:
-            log.error("/%s failed", interaction.command.qualified_name if interaction.command else "?",
-                      exc_info=cause)
-            text = f"Sorry, that failed unexpectedly ({type(cause).__name__}); the bot's log has the details."
-        text = fit(text)
+        if isinstance(cause, app_commands.AppCommandError):      # a bad option type, a DM, a command too long, ...
+            cause = BadRequest(str(cause))
+        name = f"/{interaction.command.qualified_name}" if interaction.command else "a command"
         try:
-            if not interaction.response.is_done():
-                await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
-            else:                                        # deferred: the "thinking…" message becomes the answer
-                await interaction.edit_original_response(content=text)
+            await flows.failed(DiscordReply(interaction, self.options), cause, name)
         except discord.HTTPException:
-            log.warning("could not tell %s: %s", interaction.user.id, text)
+            log.warning("could not tell %s why %s failed: %s", interaction.user.id, name, cause)
 
     async def on_ready(self) -> None:
         log.info("logged in to Discord as %s (%s) in %d server(s); invite it with %s", self.user, self.user.id,
@@ -363,15 +358,5 @@ class DiscordBot(commands.Bot):
     def healthy(self) -> bool:
         return self.is_ready() and not self.is_closed() and self.latency != float("inf")
 
-    def quote(self, text: str) -> str:
-        return quote(text)
-
-    async def announce(self, ctx: Context, text: str) -> None:
-        channel = self.get_partial_messageable(int(ctx.channel_id))
-        for page in pages(text.split("\n")):
-            await channel.send(page, allowed_mentions=NO_PINGS)
-
-    async def present(self, ctx: Context, result: AskResult, note: str) -> None:
-        cog: Proverbs = self.get_cog("Proverbs")
-        await self.announce(ctx, f"{note}\n{replies.asked(result, cog.vote_hint)}")
-        await cog.show(self.get_partial_messageable(int(ctx.channel_id)).send, result)
+    def channel(self, ctx: Context) -> DiscordChannel:
+        return DiscordChannel(self, ctx)

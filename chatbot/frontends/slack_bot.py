@@ -3,12 +3,13 @@
     bot = SlackBot(core, SlackOptions(post_users=("U0123ABCD",)), SlackTokens.from_environment(http=False))
     await bot.serve()           # Socket Mode (HTTP mode with SlackOptions(http=True)), until cancelled
 
-Every command is acknowledged at once (Slack wants an answer within 3 seconds): a parameter that cannot be read or
-is out of range is refused in the acknowledgement itself, which only its sender sees; everything else is answered
-after it, privately or to the channel through the command's response_url, or with chat.postMessage. /proverb posts
-a summary and then each candidate in a message of its own with the vote reactions added; reactions on those
-messages are votes (reaction_added / reaction_removed events; bots, this one included, never count). /post,
-/schedule daily and /schedule off need a user or user group named in the settings, or a workspace admin.
+Each command runs its flow (chatbot.frontends.flows) and is acknowledged at once (Slack wants an answer within 3
+seconds): a parameter that cannot be read or is out of range is refused in the acknowledgement itself, which only
+its sender sees; everything else is answered after it, privately or to the channel, through the command's
+response_url. /proverb answers with a summary, then posts each candidate in a message of its own
+(chat.postMessage) with the vote reactions added; reactions on those messages are votes (reaction_added /
+reaction_removed events; bots, this one included, never count). /post, /schedule daily and /schedule off need a
+user or user group named in the settings, or a workspace admin. A command's text is read up to 1,000 characters.
 
 Nothing the bot sends can ping anyone or be formatted: every message goes out with mrkdwn off, generated and
 user-given text has &, < and > escaped (so no <!channel>, <!here>, <@U…> or <#C…>) and every @ defused, and a
@@ -26,7 +27,6 @@ import asyncio
 import logging
 import os
 import re
-import shlex
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,24 +41,11 @@ from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from chatbot import replies
 from chatbot.config import ConfigError
 from chatbot.context import Context
-from chatbot.core import AskResult, BadRequest, Core
-from chatbot.frontends import common
-from chatbot.frontends.common import (
-    PROVERB_KEYS,
-    SCHEDULE_USAGE,
-    SHUTDOWN_GRACE,
-    NotAllowed,
-    candidate_id,
-    finish_in_flight,
-    history_size,
-    no_arguments,
-    parse_options,
-    post_options,
-    schedule_options,
-)
+from chatbot.core import Core
+from chatbot.frontends import common, flows
+from chatbot.frontends.common import SHUTDOWN_GRACE, NotAllowed, finish_in_flight
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
@@ -69,10 +56,10 @@ PATH = "/slack/events"              # where HTTP mode takes Slack's requests (co
 LIMIT = 4000                        # characters in one message's text (Slack cuts longer ones)
 DANGLING = r"&[a-z]{0,3}"           # a cut text must not end in half an escape (&amp; &lt; &gt;)
 RESPONSES = 5                       # messages a command's response_url takes
+COMMANDS = ("/proverb", "/votes", "/post", "/history", "/proverb-status", "/schedule")     # as in slack/manifest.yml
 REACTION = re.compile(r"[a-z0-9_+'\-]{1,100}")
 USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 USERGROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
-STRAIGHT_QUOTES = str.maketrans({"“": '"', "”": '"'})     # a client may type curly quotes around a prefix
 
 
 @dataclass(frozen=True)
@@ -140,11 +127,7 @@ def pages(lines: Iterable[str], limit: int = LIMIT) -> list[str]:
 
 def words(text: str) -> list[str]:
     """A command's text as shell-like words. Slack sends &, < and > escaped: they are read as themselves."""
-    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").translate(STRAIGHT_QUOTES)
-    try:
-        return shlex.split(text)
-    except ValueError as err:       # an unclosed quote
-        raise BadRequest(f"Cannot read {text!r}: {err}.") from None
+    return common.words(text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
 
 
 def message(text: str, private: bool = False) -> dict:
@@ -162,12 +145,55 @@ def context(command: dict) -> Context:
                    user_name=command.get("user_name"), server_id=command.get("team_id"))
 
 
-def refused(err: SlackApiError) -> str:
-    """What to tell a person when Slack refused a call."""
-    error = err.response.get("error", "an error")
-    if error in ("not_in_channel", "channel_not_found"):
-        return f"Slack did not let me post here ({error}): invite me to this channel first (/invite @proverbot)."
-    return f"Slack refused a call ({error})."
+class SlackRefused(ProverbotError):
+    """Slack refused a call the bot made."""
+
+    def __init__(self, err: SlackApiError) -> None:
+        error = err.response.get("error", "an error")
+        super().__init__(f"Slack did not let me post here ({error}): invite me to this channel first (/invite "
+                         "@proverbot)." if error in ("not_in_channel", "channel_not_found") else
+                         f"Slack refused a call ({error}).")
+
+
+class SlackChannel:
+    """A Slack channel as flows.Channel: messages go out with chat.postMessage, formatting off."""
+
+    def __init__(self, bot: SlackBot, ctx: Context) -> None:
+        self.bot, self.ctx = bot, ctx
+        self.hint, self.marks = bot.vote_hint, bot.options.vote_reactions
+
+    def quote(self, text: str) -> str:
+        return quote(text)
+
+    def pages(self, lines: Iterable[str]) -> list[str]:
+        return pages(lines)
+
+    async def send(self, text: str) -> str:
+        sent = await self.bot.client.chat_postMessage(channel=self.ctx.channel_id, text=fit(text), mrkdwn=False)
+        return message_id(self.ctx.channel_id, sent["ts"])
+
+    async def mark(self, message_id: str, name: str) -> None:
+        channel, _, ts = message_id.partition("/")
+        await self.bot.client.reactions_add(channel=channel, timestamp=ts, name=name)
+
+
+class SlackReply:
+    """The answer to a slash command (flows.Reply): in its acknowledgement while there is none yet (only its sender
+    sees that), then through its response_url, to the sender or to the channel."""
+
+    def __init__(self, bot: SlackBot, args: AsyncArgs) -> None:
+        self.bot, self.args = bot, args
+
+    async def accept(self, slow: bool = False, text: str = "", posting: bool = False) -> None:
+        await self.args.ack(message(text, private=True) if text else "")
+        if posting:
+            await self.bot.check_may_post(self.args.command["user_id"])
+
+    async def answer(self, lines: list[str], private: bool = True) -> None:
+        if self.args.ack.response is None:
+            await self.args.ack(message("\n".join(lines), private))
+        else:
+            await self.bot.respond(self.args.command["response_url"], lines, private)
 
 
 class SlackBot:
@@ -187,47 +213,22 @@ class SlackBot:
         self.client: AsyncWebClient = self.app.client
         self.client.base_url = API_URL                              # Slack's (a test's fake)
         self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
-        self.commands = {"/proverb": self.proverb, "/votes": self.votes, "/post": self.post, "/history": self.history,
-                         "/proverb-status": self.status, "/schedule": self.schedule}
-        for name, handler in self.commands.items():
-            self.app.command(name)(self.listener(handler))
+        for name in COMMANDS:
+            self.app.command(name)(self.listener(self.command))
         self.app.event("reaction_added")(self.listener(partial(self.reacted, added=True)))
         self.app.event("reaction_removed")(self.listener(partial(self.reacted, added=False)))
         reactions = " or ".join(f":{name}:" for name in self.options.vote_reactions)
         self.vote_hint = f"React with {reactions} to vote; /post posts the top-voted."
         self.people: dict[str, tuple[bool, str]] = {}           # user id → (a bot?, name), from users.info
         self.in_flight: set[asyncio.Task] = set()
-        self.background: set[asyncio.Task] = set()
         self.socket: SocketModeClient | None = None             # Socket Mode, once connected
         self.server: web.AppRunner | None = None                # HTTP mode, once listening
 
-    # --- sampling --------------------------------------------------------------------------------------------
-
-    async def proverb(self, args: AsyncArgs) -> None:
+    async def command(self, args: AsyncArgs) -> None:
+        """A slash command: its text read as words and run as that command's flow."""
         command = args.command
-        options = parse_options(words(command["text"]), PROVERB_KEYS)
-        self.core.request(**options)                # a bad value: refused in the acknowledgement, privately
-        await args.ack(message("Sampling…", private=True))
-        ctx = context(command)
-        result = await self.core.ask(ctx, on_queued=partial(self.queued, command["response_url"]), **options)
-        asker = quote(command.get("user_name") or "someone")
-        asked = f"{asker} asked for “{quote(options['prefix'])}”" if options.get("prefix") else f"{asker} asked"
-        await self.send(ctx.channel_id, f"{asked}: {replies.asked(result, self.vote_hint)}")
-        await self.show(ctx.channel_id, result)
-
-    def queued(self, response_url: str, position: int) -> None:
-        self.spawn(self.respond(response_url, [f"Waiting for the model: #{position} in the queue."], private=True))
-
-    async def show(self, channel: str, result: AskResult) -> None:
-        """One message per candidate, remembered in the log, with the vote reactions added by the bot."""
-        for candidate in result.candidates:
-            ts = await self.send(channel, replies.candidate(candidate, quote))
-            await self.core.shown_in(candidate.id, message_id(channel, ts))
-            for name in self.options.vote_reactions:
-                try:
-                    await self.client.reactions_add(channel=channel, timestamp=ts, name=name)
-                except SlackApiError as err:
-                    log.warning("could not add :%s: to message %s: %s", name, ts, err.response.get("error"))
+        await flows.command(self.core, SlackChannel(self, context(command)), SlackReply(self, args),
+                            command["command"], words(command["text"]))
 
     # --- votes -----------------------------------------------------------------------------------------------
 
@@ -259,36 +260,18 @@ class SlackBot:
             self.people[user_id] = (bool(user.get("is_bot")) or user_id == "USLACKBOT", name)
         return self.people[user_id]
 
-    async def votes(self, args: AsyncArgs) -> None:
-        command = args.command
-        no_arguments(words(command["text"]), "/votes")
-        await args.ack()
-        await self.respond(command["response_url"], replies.tally(await self.core.votes(context(command)), quote))
-
-    # --- posting ---------------------------------------------------------------------------------------------
-
-    async def post(self, args: AsyncArgs) -> None:
-        command = args.command
-        named, to = post_options(words(command["text"]))
-        await args.ack()
-        ctx = context(command)
-        await self.check_may_post(ctx)
-        chosen = await candidate_id(self.core, ctx, named) if named else None
-        posted = await self.core.post(ctx, chosen, to=to)
-        await self.respond(command["response_url"], [replies.posted(posted, quote)], private=False)
-
-    async def check_may_post(self, ctx: Context) -> None:
+    async def check_may_post(self, user_id: str) -> None:
         """NotAllowed unless the user is named in post_users, is a workspace admin or owner (when post_admins), or
         is in one of post_usergroups."""
         options = self.options
-        if ctx.user_id in options.post_users:
+        if user_id in options.post_users:
             return
         if options.post_admins:
-            user = (await self.client.users_info(user=ctx.user_id))["user"]
+            user = (await self.client.users_info(user=user_id))["user"]
             if user.get("is_admin") or user.get("is_owner"):
                 return
         for group in options.post_usergroups:
-            if ctx.user_id in (await self.client.usergroups_users_list(usergroup=group))["users"]:
+            if user_id in (await self.client.usergroups_users_list(usergroup=group))["users"]:
                 return
         who = ((["workspace admins"] if options.post_admins else []) + (["the users in slack_post_users"]
                if options.post_users else []) + ([f"members of {', '.join(options.post_usergroups)}"]
@@ -297,78 +280,31 @@ class SlackBot:
                          "Posting and schedules are off here: nobody is named in slack_post_users or "
                          "slack_post_usergroups, and slack_post_admins is false.")
 
-    # --- history, status and schedules -----------------------------------------------------------------------
-
-    async def history(self, args: AsyncArgs) -> None:
-        command = args.command
-        n = history_size(words(command["text"]))
-        await args.ack()
-        await self.respond(command["response_url"],
-                           replies.history(await self.core.history(context(command), n), quote))
-
-    async def status(self, args: AsyncArgs) -> None:
-        command = args.command
-        no_arguments(words(command["text"]), "/proverb-status")
-        await args.ack()
-        ctx = context(command)
-        await self.respond(command["response_url"], [replies.status(await self.core.status()),
-                                                     replies.schedule(await self.core.schedule(ctx))])
-
-    async def schedule(self, args: AsyncArgs) -> None:
-        command = args.command
-        action, *rest = words(command["text"]) or [""]
-        action = action.lower()
-        if action == "daily":
-            kwargs = schedule_options(rest)
-        elif action in ("show", "off"):
-            no_arguments(rest, f"/schedule {action}")
-        else:
-            raise BadRequest(SCHEDULE_USAGE)
-        await args.ack()
-        ctx, url = context(command), command["response_url"]
-        if action == "show":
-            await self.respond(url, [replies.schedule(await self.core.schedule(ctx))])
-            return
-        await self.check_may_post(ctx)
-        if action == "daily":
-            await self.respond(url, [replies.schedule(await self.core.set_schedule(ctx, **kwargs))], private=False)
-        else:
-            done = await self.core.schedule_off(ctx)
-            await self.respond(url, ["Schedule off." if done else "There was no schedule on here."], private=False)
-
     # --- answering -------------------------------------------------------------------------------------------
 
     def listener(self, handler: Callable[[AsyncArgs], Awaitable[None]]):
-        """handler as a bolt listener: kept track of, so that a shutdown lets it finish; an error a person can
-        act on goes to the command's sender only (in the acknowledgement, or after it through response_url)."""
+        """handler as a bolt listener: kept track of, so that a shutdown lets it finish; a command's error goes to
+        its sender only (flows.failed), an event's to the log."""
 
         async def listener(args: AsyncArgs) -> None:
             task = asyncio.current_task()
             self.in_flight.add(task)
             try:
                 await handler(args)
-            except ProverbotError as err:
-                await self.tell(args, f"Sorry: {replies.error(err)}")
-            except SlackApiError as err:
-                log.warning("Slack refused a call: %s", err)
-                await self.tell(args, f"Sorry: {refused(err)}")
             except Exception as err:
-                log.error("%s failed", (args.command or {}).get("command") or args.body.get("type"), exc_info=err)
-                await self.tell(args, f"Sorry, that failed unexpectedly ({type(err).__name__}); the bot's log has "
-                                      "the details.")
+                if isinstance(err, SlackApiError):
+                    log.warning("Slack refused a call: %s", err)
+                    err = SlackRefused(err)
+                if args.command is not None:
+                    await flows.failed(SlackReply(self, args), err, args.command["command"])
+                elif isinstance(err, ProverbotError):
+                    log.warning("%s: %s", args.body.get("event", {}).get("type"), err)
+                else:
+                    log.error("%s failed", args.body.get("event", {}).get("type"), exc_info=err)
             finally:
                 self.in_flight.discard(task)
 
         return listener
-
-    async def tell(self, args: AsyncArgs, text: str) -> None:
-        """An error for the command's sender only; an event's is logged."""
-        if args.command is None:
-            log.warning("%s: %s", args.body.get("event", {}).get("type"), text)
-        elif args.ack.response is None:
-            await args.ack(message(text, private=True))
-        else:
-            await self.respond(args.command["response_url"], [text], private=True)
 
     async def respond(self, url: str, lines: Iterable[str], private: bool = True) -> None:
         """Lines through a command's response_url, only to its sender (private) or to the channel, in as many
@@ -381,16 +317,6 @@ class SlackBot:
             sent = await webhook.send_dict(message(text, private))
             if sent.status_code != 200:
                 log.warning("Slack refused an answer through response_url (%s): %s", sent.status_code, sent.body)
-
-    async def send(self, channel: str, text: str) -> str:
-        """A message in the channel, formatting off; returns its ts."""
-        sent = await self.client.chat_postMessage(channel=channel, text=fit(text), mrkdwn=False)
-        return sent["ts"]
-
-    def spawn(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
 
     # --- serving ---------------------------------------------------------------------------------------------
 
@@ -448,13 +374,5 @@ class SlackBot:
             return session is not None and not session.closed and not self.socket.stale
         return self.server is not None
 
-    def quote(self, text: str) -> str:
-        return quote(text)
-
-    async def announce(self, ctx: Context, text: str) -> None:
-        for page in pages(text.split("\n")):
-            await self.send(ctx.channel_id, page)
-
-    async def present(self, ctx: Context, result: AskResult, note: str) -> None:
-        await self.announce(ctx, f"{note}\n{replies.asked(result, self.vote_hint)}")
-        await self.show(ctx.channel_id, result)
+    def channel(self, ctx: Context) -> SlackChannel:
+        return SlackChannel(self, ctx)
