@@ -32,7 +32,7 @@ from urllib.parse import unquote
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
 from chatbot.scrub import MASK, remember
@@ -149,7 +149,7 @@ class Settings(BaseSettings):
 
     @field_validator("*", mode="before")
     @classmethod
-    def stripped(cls, value: Any, info) -> Any:
+    def stripped(cls, value: Any, info: ValidationInfo) -> Any:
         """Surrounding whitespace is never meant (a pasted token's line break); an empty optional knob is unset."""
         if not isinstance(value, str):
             return value
