@@ -1,26 +1,20 @@
-"""The `proverbot` command line. Errors a person can act on are printed as one line, never a traceback."""
+"""The `proverbot` command line: argument parsing that calls library functions (chatbot/app.py assembles the
+parts). Errors a person can act on are printed as one line, never a traceback."""
 
 import argparse
 import asyncio
-import getpass
 import logging
-import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import fields
-from functools import partial
 from pathlib import Path
 
 from chatbot import health, publish_cli, storage_cli
+from chatbot.app import generate_logged, open_sampler, run_bot, train_default_if_missing, training_report
 from chatbot.arguments import add_sampling_arguments, positive_int
 from chatbot.config import describe as describe_settings
 from chatbot.config import load_settings
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger("proverbot")
-
-DEFAULT_RUN = "default"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,25 +188,7 @@ def cmd_train(args) -> None:
     options["corpus"] = str(options["corpus"])
     options["checkpoint_dir"] = options["checkpoint_dir"] or str(settings.checkpoint_dir)
     cfg = make_config(args.base, **options)
-    report_training(train(cfg))
-
-
-def report_training(result) -> None:
-    val = f", validation loss {result.val_loss:.3f}" if result.val_loss is not None else ""
-    print(f"Trained {result.folder} to step {result.step} ({result.stopped}): loss {result.train_loss:.3f}{val}, "
-          f"{result.tokens_per_s:,.0f} tokens/s.")
-    if result.usable_rate is not None:
-        print(f"Samples at temperature 0.8: {result.usable_rate:.0%} usable, {result.copy_rate:.0%} exact copies of a training text.")
-
-
-def open_sampler(settings, run_name: str | None, checkpoint_dir: str | None, device: str | None, dtype: str | None = None):
-    from model.base import pick_device
-    from model.run import find_run, load_run
-    from model.sample import Sampler
-
-    folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name)
-    run = load_run(folder, pick_device(device or settings.device), dtype or settings.sample_dtype)
-    return Sampler(run, blocked_words=settings.blocked_words, max_length=settings.max_tweet_length)
+    print(training_report(train(cfg)))
 
 
 def cmd_generate(args) -> None:
@@ -232,7 +208,7 @@ def cmd_generate(args) -> None:
     if args.nsamples:
         texts = [s.text for s in sampler.generate(request)]
     else:
-        batch = asyncio.run(sample_and_log(settings, sampler, request))
+        batch = asyncio.run(generate_logged(settings, sampler, request))
         texts = [c.text for c in batch.usable]
         print_summary(batch, count)
     output = "\n====================\n".join(texts) + "\n"
@@ -241,32 +217,6 @@ def cmd_generate(args) -> None:
         print(f"Wrote {len(texts)} samples to {args.destination_path}.", file=sys.stderr)
     else:
         print(output, end="")
-
-
-async def sample_and_log(settings, sampler, request):
-    """Candidates from the sampler, logged as a generation of platform "cli": pending before sampling,
-    settled after, so the log never misses one (see `proverbot history`)."""
-    from storage import Database
-
-    db = Database(settings.database_url)
-    await db.start(recover=False)  # the bot's start-up settles pending posts, not the CLI
-    try:
-        run = sampler.run
-        generation = await db.record_generation(
-            "cli", user_name=getpass.getuser(), prefix=request.prefix, temperature=request.temperature,
-            top_k=request.top_k, top_p=request.top_p, length=request.length, count=request.count, seed=request.seed,
-            run_name=run.name, checkpoint_id=run.checkpoint_id, device=str(sampler.device))
-        try:
-            batch = sampler.candidates(request)
-        except Exception as err:
-            await db.fail_generation(generation, str(err))
-            raise
-        await db.finish_generation(generation, batch.usable + batch.rejected, duration=batch.seconds,
-                                   samples=batch.samples, tokens=batch.tokens)
-        batch.generation_id = generation
-        return batch
-    finally:
-        await db.close()
 
 
 def print_summary(batch, count: int) -> None:
@@ -278,20 +228,6 @@ def print_summary(batch, count: int) -> None:
           file=sys.stderr)
 
 
-def train_default_if_missing(settings) -> None:
-    """Train the embedded default into checkpoint_dir when it holds no run yet."""
-    from model.run import list_runs
-    from model.train import make_config, train
-
-    if list_runs(settings.checkpoint_dir):
-        return
-    print(f"No trained model in {settings.checkpoint_dir}/ yet: training the embedded default on {settings.corpus} "
-          "(a few minutes on a CPU; Ctrl-C saves and stops).", flush=True)
-    cfg = make_config("tiny", corpus=str(settings.corpus), checkpoint_dir=str(settings.checkpoint_dir),
-                      run_name=DEFAULT_RUN, device=settings.device)
-    report_training(train(cfg))
-
-
 def cmd_run(args) -> int:
     settings = load_settings()
     train_default_if_missing(settings)
@@ -301,93 +237,6 @@ def cmd_run(args) -> int:
         print("proverbot: stopped (SIGTERM)", file=sys.stderr)
         return 143
     return 0
-
-
-async def run_bot(settings) -> None:
-    """The bot: the log, one model worker, the publishers, the daily scheduler and every front end whose
-    credentials are set (Discord: DISCORD_TOKEN; Slack: SLACK_BOT_TOKEN with SLACK_APP_TOKEN or, in HTTP mode,
-    SLACK_SIGNING_SECRET); with none, the terminal. Ends when a front end does
-    (the console's /quit, a refused token) or on SIGTERM."""
-    from chatbot.core import Core, Defaults, ModelInfo
-    from chatbot.publishers.factory import build_publishers
-    from chatbot.scheduler import Scheduler
-    from model.worker import ModelWorker
-
-    db = await open_log(settings)
-    loaded = []
-
-    def load():
-        loaded.append(open_sampler(settings, None, None, None))
-        return loaded[0]
-
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
-    try:
-        async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
-            run = loaded[0].run
-            model = ModelInfo(run.name, run.checkpoint_id, str(loaded[0].device))
-            defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
-            core = Core(db, worker, build_publishers(settings), model, defaults)
-            frontends = chat_frontends(settings, core)
-            helpers = [Scheduler(core, db, [frontend for frontend, _ in frontends]).run_forever()]
-            if settings.health_file:
-                helpers.append(health.beat(settings.health_file, [frontend for frontend, _ in frontends]))
-            await serve([serving for _, serving in frontends], helpers)
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-        await db.close()
-
-
-async def open_log(settings):
-    from storage import Database
-
-    db = Database(settings.database_url)
-    unknown = await db.start()
-    if unknown:
-        print(f"warning: {unknown} post(s) were in flight when proverbot last stopped and their outcome is unknown: "
-              "check the account, then record it with `proverbot db settle-post ID posted|failed` "
-              "(see `proverbot history --kind posts`).", file=sys.stderr)
-    return db
-
-
-def chat_frontends(settings, core) -> list[tuple[object, Callable[[], Awaitable[None]]]]:
-    """(front end, what serves it) for every chat platform with credentials; else the terminal. Every front end's
-    settings are checked before any starts."""
-    frontends = []
-    token = os.environ.get("DISCORD_TOKEN", "").strip()
-    if token:
-        from chatbot.frontends.discord_bot import DiscordBot, DiscordOptions
-
-        bot = DiscordBot(core, DiscordOptions.from_settings(settings))
-        frontends.append((bot, partial(bot.serve, token)))
-    if any(os.environ.get(name, "").strip() for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")):
-        from chatbot.frontends.slack_bot import SlackBot, SlackOptions, SlackTokens
-
-        options = SlackOptions.from_settings(settings)
-        slack = SlackBot(core, options, SlackTokens.from_environment(options.http))
-        frontends.append((slack, slack.serve))
-    if not frontends:
-        from chatbot.frontends.console import Console
-
-        console = Console(core)
-        frontends.append((console, console.run))
-    log.info("serving %s", ", ".join(frontend.platform for frontend, _ in frontends))
-    return frontends
-
-
-async def serve(frontends: list[Callable[[], Awaitable[None]]], helpers: list[Awaitable[None]]) -> None:
-    """Run the front ends and their helpers until the first front end ends (or fails: its error is raised);
-    everything else is then cancelled and awaited."""
-    serving = [asyncio.create_task(start()) for start in frontends]
-    background = [asyncio.create_task(coroutine) for coroutine in helpers]
-    try:
-        done, _ = await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-    finally:
-        for task in serving + background:
-            task.cancel()
-        await asyncio.gather(*serving, *background, return_exceptions=True)
 
 
 def cmd_health(args) -> None:

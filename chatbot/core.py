@@ -9,21 +9,27 @@ act on is a ProverbotError whose str() is the message to show.
     asked = await core.ask(ctx, prefix="thou shalt", count=3)
     await core.vote(ctx, asked.candidates[0].id, "👍")
     posted = await core.post(ctx)                # the top-voted candidate of the latest batch here
+
+`generate()` is the one copy of the logged generation (record pending → sample → finish, or fail whatever stops
+it): /proverb comes through Core.ask, the CLI's `generate` and `tweet` through chatbot.app.generate_logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from chatbot.context import Context
 from chatbot.posting import Posted, Poster, PublisherUsage
 from chatbot.publishers import Publisher
 from chatbot.publishers.registry import Publishers
-from model.sample import SampleRequest
+from model.sample import CandidateBatch, SampleRequest
 from proverbot_errors import ProverbotError
 from storage import (
     Database,
@@ -101,11 +107,20 @@ class Status:
     note: str = ""              # why posts go nowhere, when they do (dry run)
 
 
+class Worker(Protocol):
+    """Where sampling runs, off the event loop: model.worker.ModelWorker (or anything shaped like it)."""
+
+    async def sample(self, request: SampleRequest,
+                     on_queued: Callable[[int], None] | None = None) -> CandidateBatch: ...
+
+    def queue_length(self) -> int: ...
+
+
 class Core:
-    def __init__(self, db: Database, worker, publisher: Publisher | Publishers, model: ModelInfo,
+    def __init__(self, db: Database, worker: Worker, publisher: Publisher | Publishers, model: ModelInfo,
                  defaults: Defaults | None = None) -> None:
         self.db = db
-        self.worker = worker          # model.worker.ModelWorker, or anything with sample() and queue_length()
+        self.worker = worker
         self.poster = Poster(db, publisher)
         self.publishers = self.poster.publishers    # every configured publisher, by name
         self.publisher = self.publishers.default
@@ -115,26 +130,11 @@ class Core:
     # --- ask -------------------------------------------------------------------------------------------------
 
     async def ask(self, ctx: Context, prefix: str = "", temperature: float | None = None, count: int | None = None,
-                  length: int | None = None, on_queued=None) -> AskResult:
+                  length: int | None = None, on_queued: Callable[[int], None] | None = None) -> AskResult:
         """Sample candidates in the model worker; the generation is logged pending before, settled after."""
         request = self.request(prefix, temperature, count, length)
-        generation_id = await self.db.record_generation(
-            ctx.platform, channel_id=ctx.channel_id, server_id=ctx.server_id, user_id=ctx.user_id,
-            user_name=ctx.user_name, prefix=request.prefix, temperature=request.temperature, top_k=request.top_k,
-            top_p=request.top_p, length=request.length, count=request.count, run_name=self.model.run_name,
-            checkpoint_id=self.model.checkpoint_id, device=self.model.device)
-        started = time.monotonic()
-        try:
-            batch = await self.worker.sample(request, on_queued=on_queued)
-        except BaseException as err:
-            await self.db.fail_generation(generation_id, str(err) or type(err).__name__,
-                                          duration=time.monotonic() - started)
-            raise
-        generation = await self.db.finish_generation(
-            generation_id, batch.usable + batch.rejected, duration=batch.seconds, samples=batch.samples,
-            tokens=batch.tokens, run_name=batch.run_name or None, checkpoint_id=batch.checkpoint_id or None,
-            device=batch.device or None)
-        return AskResult(generation_id, shown(generation), request.count, batch.samples, batch.seconds,
+        generation, batch = await generate(self.db, self.worker, ctx, request, self.model, on_queued)
+        return AskResult(generation.id, shown(generation), request.count, batch.samples, batch.seconds,
                          batch.rejected_summary())
 
     def request(self, prefix="", temperature=None, count=None, length=None) -> SampleRequest:
@@ -268,6 +268,40 @@ class Core:
         if generation is None:
             raise NothingToPost("No candidates in this channel yet: ask for some with /proverb.")
         return generation
+
+
+async def generate(db: Database, worker: Worker, ctx: Context, request: SampleRequest, model: ModelInfo,
+                   on_queued: Callable[[int], None] | None = None) -> tuple[GenerationInfo, CandidateBatch]:
+    """Sample `request` in the worker, logged: the generation is recorded pending first, then finished with every
+    candidate; whatever stops the sampling (an error, a timeout, Ctrl-C, the bot stopping) marks it failed and is
+    raised again. Returns the finished generation and the batch (its generation_id set).
+
+        generation, batch = await generate(db, worker, Context("cli", user_name="ada"), request, model)
+    """
+    generation_id = await db.record_generation(
+        ctx.platform, channel_id=ctx.channel_id, server_id=ctx.server_id, user_id=ctx.user_id,
+        user_name=ctx.user_name, prefix=request.prefix, temperature=request.temperature, top_k=request.top_k,
+        top_p=request.top_p, length=request.length, count=request.count, seed=request.seed,
+        run_name=model.run_name, checkpoint_id=model.checkpoint_id, device=model.device)
+    started = time.monotonic()
+    try:
+        batch = await worker.sample(request, on_queued=on_queued)
+    except BaseException as err:
+        await db.fail_generation(generation_id, failure(err), duration=time.monotonic() - started)
+        raise
+    generation = await db.finish_generation(
+        generation_id, batch.usable + batch.rejected, duration=batch.seconds, samples=batch.samples,
+        tokens=batch.tokens, run_name=batch.run_name or None, checkpoint_id=batch.checkpoint_id or None,
+        device=batch.device or None)
+    batch.generation_id = generation_id
+    return generation, batch
+
+
+def failure(err: BaseException) -> str:
+    """What the log says about a generation that `err` stopped."""
+    if isinstance(err, (KeyboardInterrupt, asyncio.CancelledError)):
+        return f"interrupted while sampling ({type(err).__name__})"
+    return str(err) or type(err).__name__
 
 
 def shown(generation: GenerationInfo) -> tuple[ShownCandidate, ...]:

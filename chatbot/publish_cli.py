@@ -7,20 +7,19 @@ proverbot tweet [--prefix ...]         sample, filter, pick one (random among th
                                        cron mails the owner
 proverbot post --candidate ID | --text TEXT [--to NAME]    post by hand through the same checks
 
-They log as platform "cli". A post left pending by a run that died mid-post (past the longest a post can take) is
-marked unknown first, as the bot's start-up does, and never re-posted.
+They log as platform "cli", through the bot's own workflow (chatbot/core.py's generate, chatbot/posting.py). What a
+run that died left pending past the longest it can take is settled first, as the bot's start-up does
+(chatbot.app.cli_log): a post becomes unknown, never re-posted; a generation failed.
 """
 
 import asyncio
-import getpass
 import random
 import sys
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 
 from chatbot.arguments import add_sampling_arguments, positive_int
 from chatbot.config import load_settings
-from chatbot.context import Context
+from chatbot.context import cli_context
 from storage import AlreadyPosted, PostInProgress
 
 PICKS = ("random", "best")
@@ -106,7 +105,7 @@ def cmd_post(args) -> int:
 
 
 def cmd_tweet(args) -> int:
-    from chatbot.cli import open_sampler, sample_and_log
+    from chatbot.app import generate_logged, open_sampler
     from chatbot.publishers.factory import build_publishers
     from model.sample import SampleRequest
 
@@ -119,7 +118,7 @@ def cmd_tweet(args) -> int:
                             top_k=settings.top_k, top_p=settings.top_p, batch_size=settings.batch_size)
     request.check()
     sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device)
-    batch = asyncio.run(sample_and_log(settings, sampler, request))
+    batch = asyncio.run(generate_logged(settings, sampler, request))
     print(f"{len(batch.usable)} usable candidates from {batch.samples} samples (generation #{batch.generation_id}).")
     posted = asyncio.run(post_a_candidate(settings, publishers, batch.generation_id, args.pick, args.seed, args.to))
     report(posted)
@@ -170,33 +169,13 @@ def score(text: str) -> int:
 
 @asynccontextmanager
 async def opened_log(settings, publishers):
-    """The log started, with a Poster on it; pending posts older than the longest a post can take are marked
-    unknown first (with a warning). Closed after."""
+    """The log for one command (chatbot.app.cli_log: what a stopped run left pending is settled first), with a
+    Poster on it. Closed after."""
+    from chatbot.app import cli_log
     from chatbot.posting import Poster
-    from chatbot.publishers.remote import longest_publish
-    from storage import Database
 
-    db = Database(settings.database_url)
-    await db.start(recover=False)   # a running bot may be posting right now: only stale posts become unknown
-    try:
-        longest = longest_publish(settings.publish_timeout, settings.publish_attempts)
-        stale = await db.mark_stale_posts_unknown(datetime.now(UTC) - timedelta(seconds=longest + 60))
-        if stale:
-            print(f"warning: {stale} post(s) were left pending by a run that stopped while posting; their outcome is "
-                  "unknown: check the account, then record it with `proverbot db settle-post ID posted|failed` (see "
-                  "`proverbot history --kind posts`).", file=sys.stderr)
+    async with cli_log(settings) as db:
         yield Poster(db, publishers)
-    finally:
-        await db.close()
-
-
-def cli_context() -> Context:
-    """Who asks, for the log and the audit trail: the login name, on platform "cli"."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "cli"
-    return Context("cli", user_name=user)
 
 
 def report(posted) -> None:

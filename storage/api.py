@@ -17,8 +17,8 @@
 
 Each method is documented in the module that holds it:
     storage/db.py           start, close, check, backup                     (DatabaseCore)
-    storage/generations.py  record_generation, finish_generation, fail_generation, get_generation,
-                            latest_generation, set_candidate_message, candidate_by_message
+    storage/generations.py  record_generation, finish_generation, fail_generation, fail_stale_generations,
+                            get_generation, latest_generation, set_candidate_message, candidate_by_message
     storage/votes.py        record_vote, remove_vote, clear_votes, votes_for, tally (+ winner)
     storage/posts.py        begin_post, settle_post, settle_post_by_hand, get_post, posts_since,
                             mark_stale_posts_unknown (+ normalise_text)

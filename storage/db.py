@@ -4,7 +4,8 @@ DatabaseCore(url)                      parses the URL (StorageError if malformed
 await db.start(migrate=True, recover=True) -> int
                                        checks the database without writing (SQLite: folder, permissions, header,
                                        schema, revision), upgrades it to the newest schema, then marks posts left
-                                       "pending" by a previous process as "unknown" and returns how many.
+                                       "pending" by a previous process as "unknown" and returns how many; its
+                                       generations left "pending" become "failed" (proverbot stopped while sampling).
                                        The bot starts with the defaults; read-only tools pass recover=False so that
                                        they never touch a post the running bot is publishing.
 await db.close()
@@ -38,7 +39,7 @@ from storage.engine import (
     sqlite_path,
 )
 from storage.errors import StorageError, not_found
-from storage.models import Base, Post
+from storage.models import Base, Generation, Post
 from storage.records import CheckReport
 
 
@@ -79,7 +80,8 @@ class DatabaseCore:
         await self.close()
 
     async def start(self, *, migrate: bool = True, recover: bool = True) -> int:
-        """Check, migrate and open the log; returns how many pending posts were marked unknown."""
+        """Check, migrate and open the log; returns how many pending posts were marked unknown (pending generations
+        are marked failed)."""
         if self._engine is not None:
             raise RuntimeError("the database is already started")
         if self.path is not None:
@@ -96,7 +98,10 @@ class DatabaseCore:
             self._engine = engine
             self._writer = async_sessionmaker(engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False)
             self._reader = async_sessionmaker(engine, expire_on_commit=False)
-            return await self._mark_pending_unknown() if recover else 0
+            if not recover:
+                return 0
+            await self._fail_pending_generations()
+            return await self._mark_pending_unknown()
         except BaseException:
             self._engine = None
             await engine.dispose()
@@ -138,6 +143,17 @@ class DatabaseCore:
         async with self._write() as session:
             result = await session.execute(query.values(
                 status="unknown", updated_at=utcnow(), last_error="proverbot stopped while posting: check the platform by hand"))
+            return result.rowcount
+
+    async def _fail_pending_generations(self, before: datetime | None = None) -> int:
+        """Pending generations (only those recorded before `before`, when given) become failed: the process that
+        sampled them stopped. Returns how many."""
+        query = update(Generation).where(Generation.status == "pending")
+        if before is not None:
+            query = query.where(Generation.created_at < aware(before))
+        async with self._write() as session:
+            result = await session.execute(query.values(
+                status="failed", finished_at=utcnow(), error="proverbot stopped while sampling"))
             return result.rowcount
 
     @contextmanager

@@ -9,6 +9,9 @@ await db.finish_generation(id, candidates, duration=..., samples=..., tokens=...
         the outcome and ALL candidates in one transaction (a crash leaves it pending with none, never half a
         batch); candidates are NewCandidate, model.sample.Candidate (with .verdict) or plain strings
 await db.fail_generation(id, error, duration=None, at=None)
+await db.fail_stale_generations(before) -> int
+        generations still pending that were recorded before `before` become failed, "proverbot stopped while
+        sampling" (a CLI run that died mid-sample, when no bot start-up is there to do it); returns how many
 await db.get_generation(id) -> GenerationInfo (with candidates)             NotFound if missing
 await db.latest_generation(platform, channel_id, include_unfinished=False) -> GenerationInfo | None
 await db.set_candidate_message(candidate_id, message_id)                    once the chat message is sent
@@ -83,6 +86,9 @@ class GenerationsAPI(DatabaseCore):
         async with self._write() as session:
             await self._settle_generation(session, generation_id, {
                 "status": "failed", "error": str(error), "duration_s": duration, "finished_at": aware(at)})
+
+    async def fail_stale_generations(self, before: datetime) -> int:
+        return await self._fail_pending_generations(before)
 
     async def _settle_generation(self, session, generation_id: int, values: dict) -> None:
         generation_id = self._id(generation_id, "generation")

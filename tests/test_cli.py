@@ -1,15 +1,22 @@
 """The CLI as a user runs it: errors are one clear line, never a traceback."""
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chatbot.app import open_log
 from chatbot.cli import main
+from chatbot.config import load_settings
+from model.sample import Sampler
 from model.tokenizer import GPT2_VOCAB
-
+from storage import Database
 from tests.conftest import PROVERBS, ROOT
 from tests.test_base import tf_folder
 
@@ -65,6 +72,66 @@ def test_generated_candidates_are_logged(capsys, trained_run):
     (generation,) = json.loads(history)
     assert generation["platform"] == "cli" and generation["prefix"] == "my son" and generation["status"] == "ok"
     assert generation["run_name"] == "tiny" and generation["seed"] == 3
+
+
+def test_a_generate_interrupted_by_ctrl_c_is_logged_failed(capsys, monkeypatch, trained_run):
+    """Ctrl-C (a real SIGINT) while the model samples: exit status 130, and the generation ends failed, not pending."""
+    settled = threading.Event()
+    candidates, fail_generation = Sampler.candidates, Database.fail_generation
+
+    def interrupted(self, request):
+        os.kill(os.getpid(), signal.SIGINT)     # the user presses Ctrl-C while the model samples
+        settled.wait(60)                        # the sample finishes after the log has been told
+        return candidates(self, request)
+
+    async def failed(self, *args, **kwargs):
+        await fail_generation(self, *args, **kwargs)
+        settled.set()
+
+    monkeypatch.setattr(Sampler, "candidates", interrupted)
+    monkeypatch.setattr(Database, "fail_generation", failed)
+    code, out, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), "--count", "2")
+    assert (code, out, err) == (130, "", "proverbot: interrupted\n")
+    (generation,) = asyncio.run(generations())
+    assert (generation.status, generation.error) == ("failed", "interrupted while sampling (CancelledError)")
+
+
+def test_a_generation_left_pending_is_failed_at_start(capsys, trained_run):
+    """A process that died while sampling leaves its generation pending. A command settles only one older than the
+    longest a request can take (a running bot may be sampling the other); the bot's start settles them all."""
+    settings = load_settings()
+    old, recent = asyncio.run(record_pending(settings, datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC)))
+    code, _, _ = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), "--count", "1", "--length", "5")
+    assert code == 0
+    statuses = {g.id: (g.status, g.error) for g in asyncio.run(generations())}
+    assert statuses[old] == ("failed", "proverbot stopped while sampling")
+    assert statuses[recent] == ("pending", None)
+
+    async def start_the_bot():
+        await (await open_log(settings)).close()
+
+    asyncio.run(start_the_bot())
+    assert [(g.status, g.error) for g in asyncio.run(generations())] == [
+        ("failed", "proverbot stopped while sampling"), ("failed", "proverbot stopped while sampling"), ("ok", None)]
+
+
+async def record_pending(settings, *times) -> list[int]:
+    db = Database(settings.database_url)
+    await db.start(recover=False)
+    try:
+        return [await db.record_generation("discord", prefix="thou", at=at) for at in times]
+    finally:
+        await db.close()
+
+
+async def generations():
+    """Every generation in the test's log, oldest first (the log is not settled by reading it)."""
+    db = Database(os.environ["PROVERBOT_DATABASE_URL"])
+    await db.start(recover=False)
+    try:
+        return list(reversed(await db.history("generations")))
+    finally:
+        await db.close()
 
 
 def test_generate_raw_samples_to_a_file(capsys, trained_run, tmp_path):

@@ -1,6 +1,8 @@
 """The platform-free core against real parts: the session's tiny model in a real ModelWorker, a real SQLite log."""
 
+import asyncio
 import re
+import threading
 
 import pytest
 
@@ -15,6 +17,7 @@ from chatbot.core import (
 from chatbot.posting import PostFailed
 from chatbot.publishers import PublishError
 from chatbot.publishers.dryrun import DryRunPublisher
+from model.worker import ModelWorker
 from storage import AlreadyPosted
 
 ADA = Context("test", channel_id="c1", user_id="u1", user_name="ada")
@@ -128,6 +131,30 @@ async def test_post_without_votes_takes_the_first_and_failures_stay_postable(db,
     publisher.fail = False
     posted = await core.post(ADA)
     assert posted.candidate_id == result.candidates[0].id and posted.post_id == failed.id
+
+
+async def test_an_ask_stopped_mid_sample_is_logged_failed_not_left_pending(db, sampler):
+    """The bot stopping (the ask's task cancelled) while the model samples: the generation ends failed, saying why."""
+    started, release = threading.Event(), threading.Event()
+
+    class Held:
+        """The session's sampler, held mid-sample until the test lets go."""
+
+        def candidates(self, request):
+            started.set()
+            release.wait(60)
+            return sampler.candidates(request)
+
+    async with ModelWorker(Held) as worker:
+        asking = asyncio.create_task(make_core(db, worker, sampler).ask(ADA, count=1))
+        assert await asyncio.to_thread(started.wait, 60)
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        release.set()
+    generation = await db.latest_generation("test", "c1", include_unfinished=True)
+    assert (generation.status, generation.error) == ("failed", "interrupted while sampling (CancelledError)")
+    assert generation.candidates == ()
 
 
 async def test_nothing_asked_in_this_channel_yet(core):

@@ -1,0 +1,201 @@
+"""Assembling proverbot from its settings: the log, the sampler, the model worker, the bot and its front ends.
+
+    settings = load_settings()
+    train_default_if_missing(settings)
+    asyncio.run(run_bot(settings))                                      # `proverbot run`
+
+    sampler = open_sampler(settings, run_name=None, checkpoint_dir=None, device=None)
+    batch = asyncio.run(generate_logged(settings, sampler, request))   # `proverbot generate`, `proverbot tweet`
+
+The command line (chatbot/cli.py, publish_cli.py) parses arguments and calls these; the workflow itself (ask,
+vote, post, every step logged) is the core's (chatbot/core.py, chatbot/posting.py).
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from chatbot import health
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN = "default"
+MARGIN = 60.0       # seconds past the longest a request (or a post) can take, before the CLI calls it abandoned
+
+
+# -- the model ------------------------------------------------------------------------------------------------
+
+def open_sampler(settings, run_name: str | None, checkpoint_dir: str | None, device: str | None,
+                 dtype: str | None = None):
+    """A model.sample.Sampler of the run (default: settings' run_name, else the most recently trained)."""
+    from model.base import pick_device
+    from model.run import find_run, load_run
+    from model.sample import Sampler
+
+    folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name)
+    run = load_run(folder, pick_device(device or settings.device), dtype or settings.sample_dtype)
+    return Sampler(run, blocked_words=settings.blocked_words, max_length=settings.max_tweet_length)
+
+
+def training_report(result) -> str:
+    """What a finished training says: where, how far, how well."""
+    val = f", validation loss {result.val_loss:.3f}" if result.val_loss is not None else ""
+    report = (f"Trained {result.folder} to step {result.step} ({result.stopped}): loss {result.train_loss:.3f}{val}, "
+              f"{result.tokens_per_s:,.0f} tokens/s.")
+    if result.usable_rate is not None:
+        report += (f"\nSamples at temperature 0.8: {result.usable_rate:.0%} usable, {result.copy_rate:.0%} exact "
+                   "copies of a training text.")
+    return report
+
+
+def train_default_if_missing(settings) -> None:
+    """Train the embedded default into checkpoint_dir when it holds no run yet."""
+    from model.run import list_runs
+    from model.train import make_config, train
+
+    if list_runs(settings.checkpoint_dir):
+        return
+    print(f"No trained model in {settings.checkpoint_dir}/ yet: training the embedded default on {settings.corpus} "
+          "(a few minutes on a CPU; Ctrl-C saves and stops).", flush=True)
+    cfg = make_config("tiny", corpus=str(settings.corpus), checkpoint_dir=str(settings.checkpoint_dir),
+                      run_name=DEFAULT_RUN, device=settings.device)
+    print(training_report(train(cfg)))
+
+
+# -- the log --------------------------------------------------------------------------------------------------
+
+async def open_log(settings):
+    """The bot's log, started: what a stopped bot left pending is settled (posts: unknown, with a warning;
+    generations: failed)."""
+    from storage import Database
+
+    db = Database(settings.database_url)
+    unknown = await db.start()
+    if unknown:
+        print(f"warning: {unknown} post(s) were in flight when proverbot last stopped and their outcome is unknown: "
+              "check the account, then record it with `proverbot db settle-post ID posted|failed` "
+              "(see `proverbot history --kind posts`).", file=sys.stderr)
+    return db
+
+
+@asynccontextmanager
+async def cli_log(settings) -> AsyncIterator:
+    """The log for one command, closed after. A bot may be running on it, so only what is older than the longest
+    it could take is settled: pending posts become unknown (with a warning), pending generations failed."""
+    from chatbot.publishers.remote import longest_publish
+    from storage import Database
+
+    db = Database(settings.database_url)
+    await db.start(recover=False)
+    try:
+        now = datetime.now(UTC)
+        longest = longest_publish(settings.publish_timeout, settings.publish_attempts)
+        stale = await db.mark_stale_posts_unknown(now - timedelta(seconds=longest + MARGIN))
+        if stale:
+            print(f"warning: {stale} post(s) were left pending by a run that stopped while posting; their outcome is "
+                  "unknown: check the account, then record it with `proverbot db settle-post ID posted|failed` (see "
+                  "`proverbot history --kind posts`).", file=sys.stderr)
+        await db.fail_stale_generations(now - timedelta(seconds=settings.sample_timeout + MARGIN))
+        yield db
+    finally:
+        await db.close()
+
+
+async def generate_logged(settings, sampler, request):
+    """Candidates for `request`, logged as a generation of platform "cli" by the core's workflow
+    (chatbot.core.generate), in a model worker like the bot's: the event loop stays free, so Ctrl-C marks the
+    generation failed at once, and a request takes at most sample_timeout. Returns the model.sample.CandidateBatch,
+    its generation_id set."""
+    from chatbot.context import cli_context
+    from chatbot.core import ModelInfo, generate
+    from model.worker import ModelWorker
+
+    model = ModelInfo(sampler.run.name, sampler.run.checkpoint_id, str(sampler.device))
+    async with cli_log(settings) as db, ModelWorker(lambda: sampler, timeout=settings.sample_timeout) as worker:
+        _, batch = await generate(db, worker, cli_context(), request, model)
+    return batch
+
+
+# -- the bot --------------------------------------------------------------------------------------------------
+
+async def run_bot(settings) -> None:
+    """The bot: the log, one model worker, the publishers, the daily scheduler and every front end whose
+    credentials are set (Discord: DISCORD_TOKEN; Slack: SLACK_BOT_TOKEN with SLACK_APP_TOKEN or, in HTTP mode,
+    SLACK_SIGNING_SECRET); with none, the terminal. Ends when a front end does
+    (the console's /quit, a refused token) or on SIGTERM."""
+    from chatbot.core import Core, Defaults, ModelInfo
+    from chatbot.publishers.factory import build_publishers
+    from chatbot.scheduler import Scheduler
+    from model.worker import ModelWorker
+
+    db = await open_log(settings)
+    loaded = []
+
+    def load():
+        loaded.append(open_sampler(settings, None, None, None))
+        return loaded[0]
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    try:
+        async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
+            run = loaded[0].run
+            model = ModelInfo(run.name, run.checkpoint_id, str(loaded[0].device))
+            defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
+            core = Core(db, worker, build_publishers(settings), model, defaults)
+            frontends = chat_frontends(settings, core)
+            helpers = [Scheduler(core, db, [frontend for frontend, _ in frontends]).run_forever()]
+            if settings.health_file:
+                helpers.append(health.beat(settings.health_file, [frontend for frontend, _ in frontends]))
+            await serve([serving for _, serving in frontends], helpers)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await db.close()
+
+
+def chat_frontends(settings, core) -> list[tuple[object, Callable[[], Awaitable[None]]]]:
+    """(front end, what serves it) for every chat platform with credentials; else the terminal. Every front end's
+    settings are checked before any starts."""
+    frontends = []
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if token:
+        from chatbot.frontends.discord_bot import DiscordBot, DiscordOptions
+
+        bot = DiscordBot(core, DiscordOptions.from_settings(settings))
+        frontends.append((bot, partial(bot.serve, token)))
+    slack_variables = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+    if any(os.environ.get(name, "").strip() for name in slack_variables):
+        from chatbot.frontends.slack_bot import SlackBot, SlackOptions, SlackTokens
+
+        options = SlackOptions.from_settings(settings)
+        slack = SlackBot(core, options, SlackTokens.from_environment(options.http))
+        frontends.append((slack, slack.serve))
+    if not frontends:
+        from chatbot.frontends.console import Console
+
+        console = Console(core)
+        frontends.append((console, console.run))
+    log.info("serving %s", ", ".join(frontend.platform for frontend, _ in frontends))
+    return frontends
+
+
+async def serve(frontends: list[Callable[[], Awaitable[None]]], helpers: list[Awaitable[None]]) -> None:
+    """Run the front ends and their helpers until the first front end ends (or fails: its error is raised);
+    everything else is then cancelled and awaited."""
+    serving = [asyncio.create_task(start()) for start in frontends]
+    background = [asyncio.create_task(coroutine) for coroutine in helpers]
+    try:
+        done, _ = await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in serving + background:
+            task.cancel()
+        await asyncio.gather(*serving, *background, return_exceptions=True)
