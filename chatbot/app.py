@@ -117,7 +117,7 @@ async def generate_logged(settings, sampler, request):
     from chatbot.core import ModelInfo, generate
     from model.worker import ModelWorker
 
-    model = ModelInfo(sampler.run.name, sampler.run.checkpoint_id, str(sampler.device))
+    model = ModelInfo.of(sampler)
     async with cli_log(settings) as db, ModelWorker(lambda: sampler, timeout=settings.sample_timeout) as worker:
         _, batch = await generate(db, worker, cli_context(), request, model)
     return batch
@@ -146,8 +146,7 @@ async def run_bot(settings) -> None:
     loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     try:
         async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
-            run = loaded[0].run
-            model = ModelInfo(run.name, run.checkpoint_id, str(loaded[0].device))
+            model = ModelInfo.of(loaded[0])
             defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
             core = Core(db, worker, build_publishers(settings), model, defaults)
             frontends = chat_frontends(settings, core)

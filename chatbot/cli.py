@@ -204,7 +204,7 @@ def cmd_generate(args) -> None:
         seed=args.seed, truncate=args.truncate, include_prefix=args.include_prefix,
         nsamples=args.nsamples or 1, batch_size=args.batch_size or settings.batch_size, count=count,
     )
-    request.check()  # before the log records anything
+    sampler.check(request)  # before the log records anything
     if args.nsamples:
         texts = [s.text for s in sampler.generate(request)]
     else:

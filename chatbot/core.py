@@ -29,7 +29,7 @@ from chatbot.context import Context
 from chatbot.posting import Posted, Poster, PublisherUsage
 from chatbot.publishers import Publisher
 from chatbot.publishers.registry import Publishers
-from model.sample import CandidateBatch, SampleRequest
+from model.sample import CandidateBatch, SampleRequest, prefix_problem
 from proverbot_errors import ProverbotError
 from storage import (
     Database,
@@ -62,6 +62,12 @@ class ModelInfo:
     run_name: str
     checkpoint_id: str
     device: str
+    separator: str = ""         # the line that ends a text in the run's corpus: a prefix may not contain it
+
+    @classmethod
+    def of(cls, sampler) -> ModelInfo:
+        """What a model.sample.Sampler serves."""
+        return cls(sampler.run.name, sampler.run.checkpoint_id, str(sampler.device), sampler.separator)
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class Core:
         """The sampling request for these parameters (None: the default), or BadRequest saying which one is wrong.
         Front ends call it before acknowledging, to refuse bad input privately and at once."""
         d = self.defaults
-        check_prefix(prefix)
+        check_prefix(prefix, self.model.separator)
         temperature = d.temperature if temperature is None else in_range("temperature", temperature, *TEMPERATURE)
         count = d.count if count is None else int(in_range("count", count, *COUNT, whole=True))
         length = d.length if length is None else int(in_range("length", length, *LENGTH, whole=True))
@@ -309,7 +315,8 @@ def shown(generation: GenerationInfo) -> tuple[ShownCandidate, ...]:
     return tuple(ShownCandidate(c.id, i, c.text) for i, c in enumerate(usable, 1))
 
 
-def check_prefix(prefix: str) -> None:
+def check_prefix(prefix: str, separator: str = "") -> None:
+    """BadRequest when the prefix is not text, too long, holds a control character or the run's separator."""
     if not isinstance(prefix, str):
         raise BadRequest("The prefix must be text.")
     if len(prefix) > MAX_PREFIX:
@@ -317,6 +324,9 @@ def check_prefix(prefix: str) -> None:
     bad = next((ch for ch in prefix if unicodedata.category(ch) == "Cc"), None)
     if bad is not None:
         raise BadRequest(f"The prefix contains a control character (U+{ord(bad):04X}); use plain text.")
+    problem = prefix_problem(prefix, separator)
+    if problem:
+        raise BadRequest(problem)
 
 
 def in_range(name: str, value, low, high, whole: bool = False):

@@ -118,6 +118,7 @@ def cmd_tweet(args) -> int:
                             top_k=settings.top_k, top_p=settings.top_p, batch_size=settings.batch_size)
     request.check()
     sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device)
+    sampler.check(request)                              # the prefix against the run's separator, before the log
     batch = asyncio.run(generate_logged(settings, sampler, request))
     print(f"{len(batch.usable)} usable candidates from {batch.samples} samples (generation #{batch.generation_id}).")
     posted = asyncio.run(post_a_candidate(settings, publishers, batch.generation_id, args.pick, args.seed, args.to))

@@ -73,6 +73,15 @@ class SampleRequest:
             raise SamplingError("Bad sampling parameters: " + "; ".join(problems) + ".")
 
 
+def prefix_problem(prefix: str, separator: str) -> str | None:
+    """Why `prefix` cannot start a text of a run whose texts end at `separator`, or None. A sample is cut at the
+    separator, so one in the prefix would end the text before it began ("a ========== b" gives "a")."""
+    line = separator.strip()
+    if line and line in prefix:
+        return f"The prefix contains the separator line {line} that ends a text; leave it out."
+    return None
+
+
 @dataclass
 class Sample:
     text: str
@@ -121,16 +130,23 @@ class Sampler:
         tail = self.tokenizer.encode(f"\n{self.separator}") if len(self.start_ids) > 1 else []
         self.separator_tail = torch.tensor(tail, dtype=torch.long, device=self.device)
 
+    def check(self, request: SampleRequest) -> None:
+        """SamplingError when a parameter is out of range or the prefix holds this run's separator."""
+        request.check()
+        problem = prefix_problem(request.prefix, self.separator)
+        if problem:
+            raise SamplingError(problem)
+
     def generate(self, request: SampleRequest, logits_processor=None) -> list[Sample]:
         """gpt-2-simple's generate: `nsamples` texts in batches of `batch_size` (list return)."""
-        request.check()
+        self.check(request)
         if request.seed is not None:
             torch.manual_seed(request.seed)
         return self._sample_rows(request, request.nsamples, logits_processor)
 
     def candidates(self, request: SampleRequest, logits_processor=None) -> CandidateBatch:
         """Sample until `count` candidates pass the filters or `max_samples` (default 4 x count) are drawn."""
-        request.check()
+        self.check(request)
         started = time.perf_counter()
         if request.seed is not None:
             torch.manual_seed(request.seed)

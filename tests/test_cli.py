@@ -74,6 +74,15 @@ def test_generated_candidates_are_logged(capsys, trained_run):
     assert generation["run_name"] == "tiny" and generation["seed"] == 3
 
 
+@pytest.mark.parametrize("command", ["generate", "tweet"])
+def test_a_prefix_holding_the_separator_is_refused_before_logging(capsys, trained_run, command):
+    code, out, err = run(capsys, command, "--checkpoint-dir", str(trained_run.parent), "--prefix", "a ========== b")
+    assert (code, out) == (1, "")
+    message = "The prefix contains the separator line ========== that ends a text; leave it out."
+    assert err == f"proverbot: error: {message}\n"
+    assert asyncio.run(generations()) == []
+
+
 def test_a_generate_interrupted_by_ctrl_c_is_logged_failed(capsys, monkeypatch, trained_run):
     """Ctrl-C (a real SIGINT) while the model samples: exit status 130, and the generation ends failed, not pending."""
     settled = threading.Event()

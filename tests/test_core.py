@@ -40,8 +40,7 @@ TEST_DEFAULTS = Defaults(length=20, batch_size=8)
 
 
 def make_core(db, worker, sampler, publisher=None, defaults=TEST_DEFAULTS):
-    model = ModelInfo(sampler.run.name, sampler.run.checkpoint_id, str(sampler.device))
-    return Core(db, worker, publisher or DryRunPublisher(), model, defaults)
+    return Core(db, worker, publisher or DryRunPublisher(), ModelInfo.of(sampler), defaults)
 
 
 @pytest.fixture
@@ -81,6 +80,9 @@ async def test_ask_logs_generation_and_candidates(core, db):
     ({"length": 0}, "length must be a whole number from 1 to 200"),
     ({"prefix": "x" * 201}, "201 characters long; at most 200"),
     ({"prefix": "thou\x07shalt"}, "control character (U+0007)"),
+    ({"prefix": "a ========== b"}, "The prefix contains the separator line ========== that ends a text; leave it out."),
+    ({"prefix": "=========="}, "The prefix contains the separator line =========="),
+    ({"prefix": "thou shalt==========not"}, "The prefix contains the separator line =========="),
 ])
 async def test_bad_requests_are_refused_before_logging(core, db, options, message):
     with pytest.raises(BadRequest, match=re.escape(message)):

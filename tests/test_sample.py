@@ -102,6 +102,20 @@ def test_prefix_longer_than_the_context_is_an_error(sampler):
         sampler.generate(SampleRequest(prefix="wisdom " * 200))
 
 
+@pytest.mark.parametrize("prefix", ["a ========== b", "==========", "  ========== "])
+def test_a_prefix_holding_the_separator_is_refused(sampler, prefix):
+    """A sample is cut at the separator: one in the prefix would end the text before it began."""
+    message = "The prefix contains the separator line ========== that ends a text; leave it out."
+    for sample in (sampler.generate, sampler.candidates):
+        with pytest.raises(SamplingError, match=message):
+            sample(SampleRequest(prefix=prefix))
+
+
+def test_equals_signs_short_of_the_separator_are_text(sampler):
+    [sample] = sampler.generate(SampleRequest(prefix="a ========= b", length=5, seed=1))
+    assert sample.text.startswith("a ========= b")
+
+
 async def test_worker_serves_the_real_model_without_blocking_the_loop(sampler):
     lags = []
 
