@@ -142,3 +142,15 @@ async def test_post_and_schedule_name_their_publisher(sampler):
     assert re.search(r"^Posted \[#\d+\] on dryrun: https://dry-run\.invalid/posts/", output, re.MULTILINE)
     assert any(line.startswith("Daily at 09:30 UTC, voting open 60 min, posting on dryrun; next run") for line in lines)
     assert "Sorry: Cannot post there: bluesky is not configured." in output
+
+
+async def test_a_bug_is_one_line_and_its_details_go_to_the_log(sampler, caplog, monkeypatch):
+    async def broken(self):
+        raise RuntimeError("the secret details")
+
+    monkeypatch.setattr(Core, "status", broken)
+    output = await drive(sampler, "/status\n/help\n")
+    assert output.splitlines()[1] == "Sorry: unexpected RuntimeError (the bot's log has the details)."
+    assert "the secret details" not in output and "/history [n]" in output           # and the console goes on
+    failed, = [record for record in caplog.records if record.getMessage() == "/status failed"]
+    assert failed.exc_info[1].args == ("the secret details",)

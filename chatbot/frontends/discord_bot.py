@@ -115,12 +115,7 @@ class DiscordChannel:
     def __init__(self, bot: DiscordBot, ctx: Context, followup: discord.Webhook | None = None) -> None:
         self.bot, self.ctx, self.followup = bot, ctx, followup
         self.hint, self.marks = bot.vote_hint, bot.options.vote_emoji
-
-    def quote(self, text: str) -> str:
-        return quote(text)
-
-    def pages(self, lines: Iterable[str]) -> list[str]:
-        return pages(lines)
+        self.quote, self.pages = quote, pages
 
     async def send(self, text: str) -> str:
         message = {"content": fit(text), "allowed_mentions": NO_PINGS}

@@ -161,12 +161,7 @@ class SlackChannel:
     def __init__(self, bot: SlackBot, ctx: Context) -> None:
         self.bot, self.ctx = bot, ctx
         self.hint, self.marks = bot.vote_hint, bot.options.vote_reactions
-
-    def quote(self, text: str) -> str:
-        return quote(text)
-
-    def pages(self, lines: Iterable[str]) -> list[str]:
-        return pages(lines)
+        self.quote, self.pages = quote, pages
 
     async def send(self, text: str) -> str:
         sent = await self.bot.client.chat_postMessage(channel=self.ctx.channel_id, text=fit(text), mrkdwn=False)
