@@ -2,7 +2,7 @@
 """Quality check for the sampling number formats: perplexity on held-out proverbs in float32, bfloat16, int8.
 
 A trained run (default: the most recent in checkpoints/) is loaded once per format with model.run.load_run,
-the way the bot loads it, and scored on the blocks its training held out (model.train.split_blocks with the
+the way the bot loads it, and scored on the blocks its training held out (model.train.hold_out with the
 training defaults: 10%, seed 1234): each block is scored as the model samples it, after the separator and up to
 and including the next one. A format is fit for sampling when its perplexity is within 2% of float32's.
 
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import transformers
 
     from model.run import find_run, load_run
-    from model.train import perplexity, split_blocks
+    from model.train import hold_out, perplexity
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     figures, scores = {}, {}
     for dtype in dtypes:
         run = load_run(folder, "cpu", dtype)
-        held_out = split_blocks(run.blocks, args.val_fraction, args.seed)[1]
+        held_out = hold_out(run.blocks, args.val_fraction, args.seed)[1]
         scores[dtype] = perplexity(run, held_out)
         figures[f"perplexity_{dtype}"] = f"{scores[dtype]:.3f}"
         config = run.model.config

@@ -48,7 +48,8 @@ def setup_logging(verbose: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="proverbot",
-        description="Train GPT-2 text bots, sample candidates, and (soon) run the chat bot that votes and posts them.",
+        description="Train GPT-2 text bots, sample candidates, and run the chat bot that votes on them and posts "
+        "the winners.",
         epilog="Settings come from proverbot.toml and PROVERBOT_* variables: see `proverbot config`.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")

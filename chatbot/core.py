@@ -48,6 +48,8 @@ COUNT = (1, 10)
 LENGTH = (1, 200)
 WINDOW = (1, 24 * 60)        # voting window of a schedule, minutes
 
+UserNumber = int | float | str      # a number, or the text a user typed for one: in_range() checks it
+
 
 class BadRequest(ProverbotError):
     """A parameter given by a user is out of range or malformed."""
@@ -135,15 +137,17 @@ class Core:
 
     # --- ask -------------------------------------------------------------------------------------------------
 
-    async def ask(self, ctx: Context, prefix: str = "", temperature: float | None = None, count: int | None = None,
-                  length: int | None = None, on_queued: Callable[[int], None] | None = None) -> AskResult:
+    async def ask(self, ctx: Context, prefix: str = "", temperature: UserNumber | None = None,
+                  count: UserNumber | None = None, length: UserNumber | None = None,
+                  on_queued: Callable[[int], None] | None = None) -> AskResult:
         """Sample candidates in the model worker; the generation is logged pending before, settled after."""
         request = self.request(prefix, temperature, count, length)
         generation, batch = await generate(self.db, self.worker, ctx, request, self.model, on_queued)
         return AskResult(generation.id, shown(generation), request.count, batch.samples, batch.seconds,
                          batch.rejected_summary())
 
-    def request(self, prefix="", temperature=None, count=None, length=None) -> SampleRequest:
+    def request(self, prefix: str = "", temperature: UserNumber | None = None, count: UserNumber | None = None,
+                length: UserNumber | None = None) -> SampleRequest:
         """The sampling request for these parameters (None: the default), or BadRequest saying which one is wrong.
         Front ends call it before acknowledging, to refuse bad input privately and at once."""
         d = self.defaults
@@ -230,7 +234,7 @@ class Core:
 
     # --- schedule --------------------------------------------------------------------------------------------
 
-    async def set_schedule(self, ctx: Context, time: str, timezone: str = "UTC", window_minutes=60,
+    async def set_schedule(self, ctx: Context, time: str, timezone: str = "UTC", window_minutes: UserNumber = 60,
                            at: datetime | None = None, *, publisher: str | None = None) -> ScheduleInfo:
         """Post daily in this channel at `time` (HH:MM in `timezone`): a batch is sampled, open to votes for
         window_minutes, then the top-voted candidate is posted, on `publisher` (None: the channel's or the default;
@@ -329,7 +333,7 @@ def check_prefix(prefix: str, separator: str = "") -> None:
         raise BadRequest(problem)
 
 
-def in_range(name: str, value, low, high, whole: bool = False):
+def in_range(name: str, value: UserNumber, low: float, high: float, whole: bool = False) -> float:
     """value as a number within [low, high], or BadRequest naming the parameter and the range."""
     try:
         number = float(value)

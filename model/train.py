@@ -177,7 +177,7 @@ class TrainResult:
     copy_rate: float | None = None
 
 
-def split_blocks(blocks: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def hold_out(blocks: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Hold out a random `fraction` of the blocks for validation (none if the corpus is tiny)."""
     order = list(range(len(blocks)))
     random.Random(seed).shuffle(order)
@@ -213,7 +213,7 @@ class Trainer:
         self.folder = Path(cfg.checkpoint_dir) / cfg.run_name
         corpus = read_corpus(cfg.corpus, cfg.separator, cfg.csv_column, max_bytes=int(cfg.max_corpus_mb * 2**20))
         self.blocks = corpus.blocks
-        self.train_blocks, self.val_blocks = split_blocks(corpus.blocks, cfg.val_fraction, cfg.seed)
+        self.train_blocks, self.val_blocks = hold_out(corpus.blocks, cfg.val_fraction, cfg.seed)
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights and dropout
         self.state = self._load_model()
         fuse_gelu(self.model).to(self.device)

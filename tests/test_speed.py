@@ -9,7 +9,7 @@ from model.errors import ModelError
 from model.run import load_run
 from model.sample import Sampler, SampleRequest
 from model.speed import int8_supported, sample_dtype, train_autocast
-from model.train import perplexity, split_blocks
+from model.train import hold_out, perplexity
 
 CPU = torch.device("cpu")
 needs_int8 = pytest.mark.skipif(not int8_supported(), reason="int8 sampling needs an x86 build of torch (fbgemm)")
@@ -61,7 +61,7 @@ def test_int8_run_samples_like_float32(trained_run):
     with torch.inference_mode():
         a, b = fp32.model(input_ids=ids).logits, int8.model(input_ids=ids).logits
     assert torch.allclose(a.softmax(-1), b.softmax(-1), atol=0.02)
-    held_out = split_blocks(fp32.blocks, 0.1, 1234)[1]
+    held_out = hold_out(fp32.blocks, 0.1, 1234)[1]
     assert perplexity(int8, held_out) == pytest.approx(perplexity(fp32, held_out), rel=0.02)
 
 
