@@ -36,7 +36,7 @@ from chatbot.frontends.common import words
 SCHEDULES = "terminal"          # the channel of the console's schedule, shared by every session
 HELP = """Commands:
   /proverb [prefix:"text"] [temperature:0.1-2.0] [count:1-10] [length:1-200]   sample candidates
-  /vote N, /unvote N      vote for (or withdraw from) candidate N of the latest batch (#ID: by storage id)
+  /vote N, /unvote N      vote for (or withdraw from) candidate N of the latest batch (#ID: one shown here)
   /votes                  the tally of the latest batch
   /post [N] [to:NAME]     publish the top-voted candidate (ties: the earlier one), or candidate N (on NAME)
   /history [n]            the n most recent posts

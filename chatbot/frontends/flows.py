@@ -1,6 +1,6 @@
 """Each chat command, written once for every front end: read, check, acknowledge, run on the core, answer.
 
-    channel, reply = Terminal(ctx, sys.stdout), Terminal(ctx, sys.stdout)     # the console's, for example
+    channel = reply = Terminal(ctx, sys.stdout)          # the console's (chatbot/frontends/console.py), for example
     await ask(core, channel, reply, prefix="thou shalt", count=3)      # what /proverb does everywhere
     await command(core, channel, reply, "/post", ["2", "to:mastodon"])  # a command typed as text
     await failed(reply, err, "/post")                                    # "Sorry: ...", one line, to the sender
