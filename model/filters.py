@@ -3,7 +3,10 @@
 A CandidateFilter is built once from the training blocks and a blocked-word list. check() runs
 the rules in a fixed order and returns the first one that fails:
 
-    empty -> too_long -> blocked_word -> copy -> near_copy -> repeat
+    empty -> control_character -> too_long -> blocked_word -> copy -> near_copy -> repeat
+
+A control character (a NUL, an escape sequence; newlines and tabs are fine) makes a text unusable: it cannot be
+shown, stored on every database or posted.
 
 Copies and repeats are found on normalised text (lowercase, no punctuation, single spaces).
 A near copy is at least 85% similar to a training block word for word, or (both having 8 words
@@ -19,12 +22,13 @@ import itertools
 import re
 import sys
 import types
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
 
-REASONS = ("empty", "too_long", "blocked_word", "copy", "near_copy", "repeat")
+REASONS = ("empty", "control_character", "too_long", "blocked_word", "copy", "near_copy", "repeat")
 TWEET_LIMIT = 280
 NEAR_COPY = 0.85       # similarity at or above which a candidate is a near copy of a block
 MIN_OVERLAP_WORDS = 8  # "contains a block" / "is taken from a block" needs this many words
@@ -167,6 +171,9 @@ class CandidateFilter:
         ws = words(text)
         if not ws:
             return reject("empty", "no words")
+        control = next((ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\n\t"), None)
+        if control is not None:
+            return reject("control_character", f"contains the control character U+{ord(control):04X}")
         length = tweet_length(text)
         if length > self.max_length:
             return reject("too_long", f"tweet length {length} > {self.max_length}")

@@ -214,7 +214,7 @@ def test_summarise_counts_dropped_reasons_in_fixed_order(flt, blocks):
     ])
     assert summarise(verdicts) == {"empty": 1, "too_long": 1, "copy": 2, "repeat": 1}
     assert list(summarise(verdicts)) == ["empty", "too_long", "copy", "repeat"]
-    assert set(REASONS) == {"empty", "too_long", "blocked_word", "copy", "near_copy", "repeat"}
+    assert set(REASONS) == {"empty", "control_character", "too_long", "blocked_word", "copy", "near_copy", "repeat"}
     assert summarise([]) == {}
 
 
@@ -236,3 +236,14 @@ def test_near_copy_lookup_uses_the_index(flt, blocks):
     assert elapsed < 2.0, f"{elapsed:.2f} s for {len(candidates)} candidates"
     assert all(v is not None for v in verdicts)
     assert [normalise(blocks[v.copy_of]) for v in verdicts] == [normalise(blocks[i]) for i, _ in candidates]
+
+
+@pytest.mark.parametrize("text", ["a soft answer\x00 turneth", "the \x1b[31mred\x1b[0m proverb", "wrath\x7f away"])
+def test_a_control_character_makes_a_text_unusable(flt, text):
+    verdict = flt.check(text)
+    assert not verdict.usable and verdict.reason == "control_character"
+    assert "U+00" in verdict.detail
+
+
+def test_newlines_and_tabs_are_text(flt):
+    assert flt.check("a line that is new\nand\ta tab in it for once").usable
