@@ -194,7 +194,8 @@ class ModelWorker:
             try:
                 generator = self._load()
             except BaseException as exc:
-                log.exception("Loading the model failed")
+                if not isinstance(exc, ProverbotError):  # one is already the line to show: no traceback
+                    log.exception("Loading the model failed")
                 _settle(loop, loaded, error=_load_error(exc))
                 return
             _settle(loop, loaded, result=None)
