@@ -78,7 +78,7 @@ def _regular_file_size(path: Path) -> int:
     except OSError as err:
         raise CorpusError(f"{path}: cannot read the file ({err.strerror}).") from None
     if not stat.S_ISREG(status.st_mode):
-        kind = next((name for test, name in SPECIAL_FILES if test(status.st_mode)), "not a regular file")
+        kind = next((name for test, name in SPECIAL_FILES if test(status.st_mode)), "a special file")
         raise CorpusError(f"{path}: {kind}, not a text file; a corpus is a text file, a CSV file or a folder of "
                           ".txt files.")
     return status.st_size

@@ -164,8 +164,9 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str 
         raise ModelError(f"{folder} is not a proverbot run folder (no {META} or {WEIGHTS}).")
     device = torch.device(device)
     dtype = sample_dtype(dtype, device)
-    jsons = {path.name: read_json(path) for path in sorted(folder.glob("*.json"))}  # config, tokenizer, ...
-    meta = jsons[META]
+    for path in sorted(folder.glob("*.json")):  # config, generation config, tokenizer: a damaged one names itself
+        read_json(path)
+    meta = read_json(folder / META)
     separator = meta.get("separator", SEPARATOR)
     if not isinstance(separator, str):
         raise damaged(folder / META, f"the separator is {separator!r}, not text")
