@@ -74,8 +74,21 @@ def _load_hf_folder(folder: Path):
     return model, tokenizer
 
 
+def is_device(name: str) -> bool:
+    """`auto`, or a device torch knows: cpu, cuda, cuda:1, mps, ..."""
+    if name == "auto":
+        return True
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """`auto`: CUDA when present, else CPU."""
+    if not is_device(name):
+        raise ModelError(f"Device {name!r} is not a device; use auto, cpu, cuda, cuda:N (N: a GPU's number) or mps.")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.base import load_base, pick_device
+from model.base import is_device, load_base, pick_device
 from model.corpus import MAX_CORPUS_BYTES, SEPARATOR, read_corpus
 from model.errors import ModelError
 from model.run import STATE, Run, finish_save, is_run, load_run, load_state, loading, save_run
@@ -149,20 +149,12 @@ def _range_problems(cfg: TrainConfig) -> list[str]:
          f"restore_from must be 'latest' or 'fresh' (got {cfg.restore_from!r})"),
         (cfg.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd' (got {cfg.optimizer!r})"),
         (cfg.dtype in TRAIN_DTYPES, f"dtype must be one of {', '.join(TRAIN_DTYPES)} (got {cfg.dtype!r})"),
-        (cfg.device == "auto" or _is_device(cfg.device),
-         f"device must be auto, cpu, cuda or cuda:N (got {cfg.device!r})"),
+        (is_device(cfg.device),
+         f"device must be auto, cpu, cuda, cuda:N or mps (got {cfg.device!r})"),
         (bool(cfg.run_name) and "/" not in cfg.run_name and not cfg.run_name.startswith("."),
          f"run_name must be a plain folder name (got {cfg.run_name!r})"),
     ]
     return problems + [message for ok, message in checks if not ok]
-
-
-def _is_device(name: str) -> bool:
-    try:
-        torch.device(name)
-    except RuntimeError:
-        return False
-    return True
 
 
 @dataclass

@@ -63,3 +63,13 @@ def test_asking_for_cuda_without_one():
     with pytest.raises(ModelError, match="no CUDA GPU"):
         pick_device("cuda")
     assert pick_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("name", ["gpu", "tpu", "cuda:x", ""])
+def test_an_unknown_device_is_one_clear_error(name):
+    with pytest.raises(ModelError, match="is not a device; use auto, cpu, cuda"):
+        pick_device(name)
+
+
+def test_the_cpu_is_always_there():
+    assert pick_device("cpu") == torch.device("cpu")

@@ -88,7 +88,7 @@ OPTIONS = [
     (["--dropout", "1"], "dropout must be at least 0 and below 1 (got 1.0)"),
     (["--dropout", "-0.1"], "dropout must be at least 0 and below 1 (got -0.1)"),
     (["--seed", str(2**64)], "seed must fit in 64 bits"),
-    (["--device", "gpu"], "device must be auto, cpu, cuda or cuda:N (got 'gpu')"),
+    (["--device", "gpu"], "device must be auto, cpu, cuda, cuda:N or mps (got 'gpu')"),
     (["--run-name", "../elsewhere"], "run_name must be a plain folder name"),
 ]
 
