@@ -13,7 +13,6 @@ vote, post, every step logged) is the core's (chatbot/core.py, chatbot/posting.p
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,18 +54,21 @@ def training_report(result) -> str:
     return report
 
 
-def train_default_if_missing(settings) -> None:
-    """Train the embedded default into checkpoint_dir when it holds no run yet."""
+def train_default_if_missing(settings):
+    """Train the embedded default into checkpoint_dir when it holds no run yet: the model.train.TrainResult (its
+    `stopped` says whether Ctrl-C or SIGTERM cut it short), or None when a run was there."""
     from model.run import list_runs
     from model.train import make_config, train
 
     if list_runs(settings.checkpoint_dir):
-        return
+        return None
     print(f"No trained model in {settings.checkpoint_dir}/ yet: training the embedded default on {settings.corpus} "
           "(a few minutes on a CPU; Ctrl-C saves and stops).", flush=True)
     cfg = make_config("tiny", corpus=str(settings.corpus), checkpoint_dir=str(settings.checkpoint_dir),
-                      run_name=DEFAULT_RUN, device=settings.device)
-    print(training_report(train(cfg)))
+                      run_name=DEFAULT_RUN, device=settings.device, max_corpus_mb=settings.max_corpus_mb)
+    result = train(cfg)
+    print(training_report(result))
+    return result
 
 
 # -- the log --------------------------------------------------------------------------------------------------
@@ -160,21 +162,24 @@ async def run_bot(settings) -> None:
 
 
 def chat_frontends(settings, core) -> list[tuple[object, Callable[[], Awaitable[None]]]]:
-    """(front end, what serves it) for every chat platform with credentials; else the terminal. Every front end's
-    settings are checked before any starts."""
+    """(front end, what serves it) for every chat platform with credentials (the settings discord_token, slack_*:
+    DISCORD_TOKEN, SLACK_BOT_TOKEN, ... in the environment, a .env file or proverbot.toml); else the terminal. Every
+    front end's settings are checked before any starts."""
+    from chatbot.publishers.credentials import reveal
+
     frontends = []
-    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    token = reveal(settings.discord_token)
     if token:
         from chatbot.frontends.discord_bot import DiscordBot, DiscordOptions
 
         bot = DiscordBot(core, DiscordOptions.from_settings(settings))
         frontends.append((bot, partial(bot.serve, token)))
-    slack_variables = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
-    if any(os.environ.get(name, "").strip() for name in slack_variables):
+    slack_secrets = (settings.slack_bot_token, settings.slack_app_token, settings.slack_signing_secret)
+    if any(reveal(secret) for secret in slack_secrets):
         from chatbot.frontends.slack_bot import SlackBot, SlackOptions, SlackTokens
 
         options = SlackOptions.from_settings(settings)
-        slack = SlackBot(core, options, SlackTokens.from_environment(options.http))
+        slack = SlackBot(core, options, SlackTokens.from_settings(settings, options.http))
         frontends.append((slack, slack.serve))
     if not frontends:
         from chatbot.frontends.console import Console

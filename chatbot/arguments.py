@@ -2,6 +2,20 @@
 
 import argparse
 
+VERBOSE = argparse.ArgumentParser(add_help=False)   # the one parent parser of every command, and of `proverbot`
+VERBOSE.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                     help="more log output: -v our INFO lines, -vv DEBUG lines and tracebacks")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose every command, at any depth, takes -v/--verbose before or after its name:
+    `proverbot -v run`, `proverbot run -v`, `proverbot db check -v`. Its subparsers are Parsers too (argparse makes
+    them of the parent's class). Unset, args has no `verbose` (a command's default would overwrite the value given
+    before the command): read it with getattr(args, "verbose", 0)."""
+
+    def __init__(self, *args, parents: list[argparse.ArgumentParser] = (), **kwargs) -> None:
+        super().__init__(*args, parents=[*parents, VERBOSE], **kwargs)
+
 BIGGEST = 2**63 - 1  # the largest whole number a database (or a C long) holds: ids and counts past it are refused
 
 

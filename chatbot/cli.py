@@ -1,59 +1,113 @@
+# PYTHON_ARGCOMPLETE_OK (argcomplete: this module holds the entry point; see README, "From the command line")
 """The `proverbot` command line: argument parsing that calls library functions (chatbot/app.py assembles the
-parts). Errors a person can act on are printed as one line, never a traceback."""
+parts). Errors a person can act on are printed as one line, never a traceback; the exit status tells a failure
+from a skip (chatbot/exitcodes.py). Logging is quiet unless asked: warnings only; -v our INFO lines, -vv DEBUG."""
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TextIO
+
+import argcomplete
 
 from chatbot import health, publish_cli, storage_cli
 from chatbot.app import generate_logged, open_sampler, run_bot, train_default_if_missing, training_report
-from chatbot.arguments import add_sampling_arguments, positive_int
+from chatbot.arguments import Parser, add_sampling_arguments, positive_int
 from chatbot.config import describe as describe_settings
 from chatbot.config import load_settings
+from chatbot.exitcodes import STOPPED, ExitCode, for_error
+from chatbot.scrub import install_log_filter, scrub
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger("proverbot")
+OURS = ("proverbot", "model", "chatbot", "storage")    # the loggers -v and -vv open up; the libraries' stay quiet
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    argcomplete.autocomplete(parser)        # returns at once unless the shell is completing a word
     try:
-        return args.func(args) or 0
+        args = parser.parse_args(argv)
+    except SystemExit as done:              # --help, --version (0), or a bad command line (2: said on stderr)
+        return done.code
+    setup_logging(getattr(args, "verbose", 0))
+    try:
+        return args.func(args) or ExitCode.OK
     except ProverbotError as err:
-        print(f"proverbot: error: {err}", file=sys.stderr)
-        return 1
+        return report_error(err)
     except KeyboardInterrupt:
-        print("proverbot: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # a bug or an unexpected environment: say what, keep the traceback for -v
+        return stopped("interrupted")
+    except Exception as err:  # a bug or an unexpected environment: say what, keep the traceback for -vv
         log.debug("unexpected error", exc_info=True)
-        print(f"proverbot: unexpected error: {type(err).__name__}: {err} (run with -v to see where)", file=sys.stderr)
-        return 1
+        print(f"proverbot: unexpected error: {type(err).__name__}: {scrub(str(err))} (run with -vv to see where)",
+              file=sys.stderr)
+        return ExitCode.FAILED
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("proverbot", "model", "chatbot", "storage"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
-    import transformers
+def report_error(err: ProverbotError) -> ExitCode:
+    """One line, scrubbed of every remembered secret: a failure on stderr, a skip (quota used up, nothing to post) on
+    stdout, so that cron mails failures only."""
+    code = for_error(err)
+    if code == ExitCode.FAILED:
+        print(f"proverbot: error: {scrub(str(err))}", file=sys.stderr)
+    else:
+        print(f"proverbot: skipped: {scrub(str(err))}")
+    return code
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+
+def stopped(how: str) -> ExitCode:
+    """After Ctrl-C or SIGTERM (how: interrupted or terminated, as TrainResult.stopped says): one line, 130 or 143."""
+    print("proverbot: interrupted" if how == "interrupted" else "proverbot: stopped (SIGTERM)", file=sys.stderr)
+    return STOPPED[how]
+
+
+def setup_logging(verbosity: int) -> None:
+    """Warnings only (the output is the answer); -v: proverbot's INFO lines; -vv: its DEBUG lines. The libraries'
+    loggers stay at WARNING. Every line is scrubbed of the secrets the publishers remembered (chatbot/scrub.py)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_filter()
+    ours = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
+    for name in OURS:
+        logging.getLogger(name).setLevel(ours)
+    quiet_transformers()
+
+
+def quiet_transformers() -> None:
+    """Transformers' own warnings and progress bars off: through its environment variables, read when it is first
+    imported, so that the commands that never use it do not import it (1-2 s); told directly when it already is
+    (a caller in the same process)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def installed_version() -> str:
+    try:
+        return version("proverbot")
+    except PackageNotFoundError:
+        return "(not installed: pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="proverbot",
         description="Train GPT-2 text bots, sample candidates, and run the chat bot that votes on them and posts "
         "the winners.",
-        epilog="Settings come from proverbot.toml and PROVERBOT_* variables: see `proverbot config`.",
+        epilog="Settings come from PROVERBOT_* variables (the secrets also from the platforms' own: DISCORD_TOKEN, "
+        "SLACK_BOT_TOKEN, TWITTER_CONSUMER_KEY, ...), a .env file and proverbot.toml: see `proverbot config`. "
+        "Exit status: 0 done, 1 failed, 2 bad command line; `tweet` and `post` also 3 and 4 when they skip (see "
+        "their --help).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
-    parser.set_defaults(func=lambda args: parser.print_help())
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    parser.set_defaults(func=lambda args: no_command(parser))
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     run = commands.add_parser("run", help="the bot: on Discord and/or Slack when their tokens are set, else in the "
@@ -111,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def no_command(parser: argparse.ArgumentParser) -> ExitCode:
+    """Bare `proverbot`: the help, on stderr, with a bad command line's exit status."""
+    parser.print_help(sys.stderr)
+    return ExitCode.USAGE
+
+
 def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", type=Path, metavar="PATH", help="a text file, a folder of .txt files, or a CSV file")
     parser.add_argument("--separator", default="==========", help="line between texts (default: %(default)s; '' for none)")
@@ -123,6 +183,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "124M/355M/774M/1558M, or a folder (Hugging Face, OpenAI models/124M, gpt-2-simple checkpoint/run1)")
     p.add_argument("--separator", help="line between texts (default: ==========)")
     p.add_argument("--csv-column", help="CSV column holding the texts")
+    p.add_argument("--max-corpus-mb", type=positive_int, help="largest corpus read, in megabytes (default: settings' "
+                   "max_corpus_mb, 1024)")
     p.add_argument("--run-name", help="run folder name (default: run1)")
     p.add_argument("--checkpoint-dir", help="where run folders live (default: settings' checkpoint_dir)")
     p.add_argument("--steps", type=int, help="training steps (-1: until Ctrl-C, --epochs or patience)")
@@ -181,21 +243,33 @@ def cmd_config(args) -> None:
         print(f"{s.name} = {s.text}".rstrip() + f"  ({s.origin})\n    {' or '.join(s.variables)}: {s.description}")
 
 
-def cmd_train(args) -> None:
+def cmd_train(args) -> ExitCode:
+    """Train; after Ctrl-C or SIGTERM the checkpoint is saved and the status is 130 or 143."""
     from model.train import make_config, train
 
     settings = load_settings()
     options = {k: v for k, v in vars(args).items() if k not in ("func", "verbose", "base")}
     options["corpus"] = str(options["corpus"])
     options["checkpoint_dir"] = options["checkpoint_dir"] or str(settings.checkpoint_dir)
-    cfg = make_config(args.base, **options)
-    print(training_report(train(cfg)))
+    options["max_corpus_mb"] = options["max_corpus_mb"] or settings.max_corpus_mb
+    result = train(make_config(args.base, **options))
+    print(training_report(result))
+    return stopped(result.stopped) if result.stopped in STOPPED else ExitCode.OK
 
 
 def cmd_generate(args) -> None:
+    settings = load_settings()
+    with output_to(args.destination_path) as out:     # a destination that cannot be written is refused up front
+        texts = generate_texts(args, settings)
+        out.write("\n====================\n".join(texts) + "\n")
+    if args.destination_path:
+        print(f"Wrote {len(texts)} samples to {args.destination_path}.", file=sys.stderr)
+
+
+def generate_texts(args, settings) -> list[str]:
+    """`proverbot generate`'s samples: raw (--nsamples), or usable candidates, logged, with a summary on stderr."""
     from model.sample import SampleRequest
 
-    settings = load_settings()
     temperature = settings.temperature if args.temperature is None else args.temperature
     sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device, args.dtype)
     count = args.count or settings.count
@@ -212,12 +286,38 @@ def cmd_generate(args) -> None:
         batch = asyncio.run(generate_logged(settings, sampler, request))
         texts = [c.text for c in batch.usable]
         print_summary(batch, count)
-    output = "\n====================\n".join(texts) + "\n"
-    if args.destination_path:
-        args.destination_path.write_text(output, encoding="utf-8")
-        print(f"Wrote {len(texts)} samples to {args.destination_path}.", file=sys.stderr)
-    else:
-        print(output, end="")
+    return texts
+
+
+def output_to(path: Path | None) -> contextlib.AbstractContextManager[TextIO]:
+    """stdout, or a file written all at once (written_at_once)."""
+    return written_at_once(path) if path else contextlib.nullcontext(sys.stdout)
+
+
+@contextlib.contextmanager
+def written_at_once(path: Path) -> Iterator[TextIO]:
+    """A file through which `path` is written all at once: a temporary file beside it, created before any work (a
+    missing or read-only folder, or a path that is a folder, is one line before anything is sampled), renamed over
+    `path` when the block ends without error, else removed: `path` is never half written."""
+    where = f"--destination-path {path}"
+    if path.is_dir():
+        raise ProverbotError(f"{where} is a folder; name a file in it, e.g. {path / 'samples.txt'}.")
+    if not path.parent.is_dir():
+        raise ProverbotError(f"{where}: the folder {path.parent} does not exist; create it first.")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        out = open(partial, "x", encoding="utf-8")
+    except OSError as err:
+        raise ProverbotError(f"{where}: cannot write in the folder {path.parent} ({err.strerror}).") from None
+    try:
+        with out:
+            yield out
+        try:
+            os.replace(partial, path)
+        except OSError as err:
+            raise ProverbotError(f"{where}: cannot replace {path} ({err.strerror}).") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def print_summary(batch, count: int) -> None:
@@ -229,15 +329,16 @@ def print_summary(batch, count: int) -> None:
           file=sys.stderr)
 
 
-def cmd_run(args) -> int:
+def cmd_run(args) -> ExitCode:
     settings = load_settings()
-    train_default_if_missing(settings)
+    trained = train_default_if_missing(settings)
+    if trained and trained.stopped in STOPPED:  # Ctrl-C or SIGTERM while training: saved, and the bot never starts
+        return stopped(trained.stopped)
     try:
         asyncio.run(run_bot(settings))
     except asyncio.CancelledError:  # SIGTERM: run_bot has closed the front ends, the worker and the log
-        print("proverbot: stopped (SIGTERM)", file=sys.stderr)
-        return 143
-    return 0
+        return stopped("terminated")
+    return ExitCode.OK
 
 
 def cmd_health(args) -> None:
@@ -268,9 +369,10 @@ def cmd_corpus_stats(args) -> None:
     from model.filters import fits_tweet
     from model.tokenizer import gpt2_tokenizer
 
-    corpus = read_corpus(args.corpus, args.separator, args.csv_column)
+    settings = load_settings()
+    corpus = read_corpus(args.corpus, args.separator, args.csv_column, max_bytes=settings.max_corpus_mb * 2**20)
     if args.run_name:
-        tokenizer = open_sampler(load_settings(), args.run_name, None, "cpu").tokenizer
+        tokenizer = open_sampler(settings, args.run_name, None, "cpu").tokenizer
     else:
         tokenizer = gpt2_tokenizer()
     tokens = [len(ids) for ids in tokenizer(corpus.blocks)["input_ids"]]

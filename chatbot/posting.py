@@ -28,6 +28,7 @@ from chatbot.publishers import (
     title_of,
 )
 from chatbot.publishers.registry import Publishers
+from chatbot.scrub import scrub
 from proverbot_errors import ProverbotError
 from storage import Database, PostInfo
 
@@ -90,7 +91,7 @@ class Poster:
                               f"`proverbot db settle-post {post.id} posted --url URL` (or `failed` to allow a new "
                               "try).") from err
         except Exception as err:
-            reason = str(err) if isinstance(err, PublishError) else f"{type(err).__name__}: {err}"
+            reason = scrub(str(err) if isinstance(err, PublishError) else f"{type(err).__name__}: {err}")
             await self.db.settle_post(post.id, "failed", error=reason)
             await self.audit(ctx, post, f"failed: {reason}")
             what = "candidate" if post.candidate_id is not None else "text"

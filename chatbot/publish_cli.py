@@ -3,9 +3,11 @@
 proverbot doctor                       one cheap authenticated call per configured publisher; says what works, never
                                        a secret; exit status 1 when one fails
 proverbot tweet [--prefix ...]         sample, filter, pick one (random among the usable, or --pick best), post it
-                                       through the same checks as the bot, log it; exit status 1 on any failure, so
-                                       cron mails the owner
+                                       through the same checks as the bot, log it
 proverbot post --candidate ID | --text TEXT [--to NAME]    post by hand through the same checks
+
+tweet and post exit with 0 when they posted, 1 on a failure (said on stderr, so cron mails the owner), and 3 (quota
+used up) or 4 (nothing to post) when they skip, said on stdout: chatbot/exitcodes.py.
 
 They log as platform "cli", through the bot's own workflow (chatbot/core.py's generate, chatbot/posting.py). What a
 run that died left pending past the longest it can take is settled first, as the bot's start-up does
@@ -20,9 +22,15 @@ from contextlib import asynccontextmanager
 from chatbot.arguments import add_sampling_arguments, positive_int
 from chatbot.config import load_settings
 from chatbot.context import cli_context
-from storage import AlreadyPosted, PostInProgress
+from chatbot.exitcodes import EPILOG
+from proverbot_errors import ProverbotError
 
+# storage (SQLAlchemy) is imported by the commands that use it: `proverbot --help` starts no slower.
 PICKS = ("random", "best")
+
+
+class NothingToPost(ProverbotError):
+    """Every candidate of the generation was filtered out or posted before: a skip, not a failure (exit status 4)."""
 
 
 def add_commands(commands) -> None:
@@ -34,7 +42,7 @@ def add_commands(commands) -> None:
 
     tweet = commands.add_parser("tweet", help="sample, pick and post one text (the tutorial's cron job)",
                                 description="Sample candidates, keep the usable ones, pick one and post it through "
-                                "the same checks as the bot (length, earlier posts, quota). Exit status 1 on failure.")
+                                "the same checks as the bot (length, earlier posts, quota).", epilog=EPILOG)
     add_sampling_arguments(tweet)
     tweet.add_argument("--length", type=positive_int, help="most tokens per sample")
     tweet.add_argument("--count", type=positive_int, help="usable candidates to choose from (default: settings' count)")
@@ -47,7 +55,8 @@ def add_commands(commands) -> None:
     tweet.set_defaults(func=cmd_tweet)
 
     post = commands.add_parser("post", help="post a logged candidate or a text by hand",
-                               description="Post through the same checks as the bot: length, earlier posts, quota.")
+                               description="Post through the same checks as the bot: length, earlier posts, quota.",
+                               epilog=EPILOG)
     what = post.add_mutually_exclusive_group(required=True)
     what.add_argument("--candidate", type=positive_int, metavar="ID", help="a candidate's id in the log "
                       "(see `proverbot history --kind candidates`)")
@@ -79,8 +88,6 @@ def cmd_doctor(args) -> int:
 
 async def check_all(publishers) -> int:
     """verify() each publisher in turn, printing what works; returns how many failed."""
-    from proverbot_errors import ProverbotError
-
     failed = 0
     for publisher in publishers:
         print(f"{publisher.name}: {publisher.source}")
@@ -134,8 +141,8 @@ async def post_one(settings, publishers, candidate_id: int | None, text: str | N
 
 async def post_a_candidate(settings, publishers, generation_id: int, pick: str, seed: int | None, to: str | None):
     """Post the picked usable candidate of the generation; one already posted (or being posted) is passed over for
-    the next in the order of the pick."""
-    from proverbot_errors import ProverbotError
+    the next in the order of the pick. NothingToPost when none is left."""
+    from storage import AlreadyPosted, PostInProgress
 
     async with opened_log(settings, publishers) as poster:
         generation = await poster.db.get_generation(generation_id)
@@ -146,8 +153,8 @@ async def post_a_candidate(settings, publishers, generation_id: int, pick: str, 
             except (AlreadyPosted, PostInProgress):
                 continue
         reason = "all of them were posted before" if usable else "the model gave no usable candidate"
-        raise ProverbotError(f"Nothing to post from generation #{generation_id}: {reason}; try again, or change "
-                             "--prefix, --temperature or --count.")
+        raise NothingToPost(f"Nothing to post from generation #{generation_id}: {reason}; try again, or change "
+                            "--prefix, --temperature or --count.")
 
 
 def in_pick_order(candidates: list, pick: str, seed: int | None) -> list:

@@ -1,8 +1,9 @@
 """Hostile platforms and what reaches a person or the log, table-driven: add a row for each new finding.
 
-A row names the platform, what its (loopback, fake) server does, and where we look: the output of `proverbot -v
-doctor` or `proverbot -v post` (stdout, stderr and every log record), or the SQLite log after a failed post (every
-row of every table: the post's last_error, the audit trail). No secret may be there, plain or URL-encoded; the echo
+A row names the platform, what its (loopback, fake) server does, and where we look: the output of `proverbot -vv
+doctor` or `proverbot -vv post` (stdout, stderr and every log record, scrubbed by the filter that the CLI's logging
+setup installs), or the SQLite log after a failed post (every row of every table: the post's last_error, the audit
+trail). No secret may be there, plain or URL-encoded; the echo
 must be there, masked, so a row cannot pass because the server's text never arrived.
 """
 
@@ -81,8 +82,8 @@ PLATFORMS = {"x": hostile_x, "mastodon": hostile_mastodon, "bluesky": hostile_bl
 # -- where we look ----------------------------------------------------------------------------------------------
 
 def run(capsys, caplog, *argv) -> list[str]:
-    """`proverbot -v ARGV`, which must fail as one line, never a traceback: its stdout, stderr and log records."""
-    code = main(["-v", *argv])
+    """`proverbot -vv ARGV`, which must fail as one line, never a traceback: its stdout, stderr and log records."""
+    code = main(["-vv", *argv])
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in out + err + caplog.text, out + err
     return [out, err, caplog.text]
@@ -150,7 +151,6 @@ def forms(secret: str) -> set[str]:
 @pytest.mark.parametrize("row", ROWS, ids=str)
 def test_no_secret_reaches_people_or_the_log(monkeypatch, capsys, caplog, row):
     caplog.set_level(logging.DEBUG)     # the libraries log what the server answered (tweepy: the whole body)
-    install_log_filter()                # as the CLI's logging setup does, on the handlers there are
     with PLATFORMS[row.platform](monkeypatch) as fake:
         fake.echo = row.echo
         texts = WHERE[row.where](capsys, caplog)

@@ -180,8 +180,8 @@ def test_post_a_text_by_hand(monkeypatch, capsys, fake_mastodon):
     code, out, _ = run(capsys, "post", "--text", "by hand")
     assert code == 0 and out.startswith(f"Posted on mastodon: {fake_mastodon.url}/@proverbot/")
     assert fake_mastodon.texts() == ["by hand"]
-    code, _, err = run(capsys, "post", "--text", "By  hand")
-    assert code == 1 and "That text was already posted on mastodon" in err
+    code, out, err = run(capsys, "post", "--text", "By  hand")      # a skip (4), said on stdout: cron mails nothing
+    assert (code, err) == (4, "") and out.startswith("proverbot: skipped: That text was already posted on mastodon")
     code, out, _ = run(capsys, "history", "--kind", "posts", "--json")
     [post] = json.loads(out)
     assert (post["platform"], post["status"], post["text"]) == ("mastodon", "posted", "by hand")
@@ -204,8 +204,9 @@ def test_post_refuses_too_long_and_over_quota_before_calling_x(monkeypatch, caps
     code, _, err = run(capsys, "post", "--text", "鳥" * 141)
     assert code == 1 and "The text is 282 long by X's count" in err and "X allows at most 280" in err
     assert run(capsys, "post", "--text", "the only one today")[0] == 0
-    code, _, err = run(capsys, "post", "--text", "one too many")
-    assert code == 1 and "The posting quota on x is used up: 1 posts in the last 24 hours, at most 1." in err
+    code, out, err = run(capsys, "post", "--text", "one too many")
+    assert (code, err) == (3, "") and out.startswith("proverbot: skipped: The posting quota on x is used up: 1 posts "
+                                                     "in the last 24 hours, at most 1.")
     assert len(fake_x.requests) == 1
 
 
@@ -255,8 +256,9 @@ def test_tweet_best_picks_the_highest_score_and_skips_what_was_posted(monkeypatc
         pytest.skip("the tiny model gave one usable candidate")
     code, out, _ = tweet(capsys, trained_run, *argv)      # the same seed: the same candidates
     assert code == 0 and out.splitlines()[2] != first
-    code, _, err = tweet(capsys, trained_run, *argv)
-    assert code == 1 and "Nothing to post from generation #3: all of them were posted before" in err
+    code, out, err = tweet(capsys, trained_run, *argv)
+    assert (code, err) == (4, "")
+    assert "proverbot: skipped: Nothing to post from generation #3: all of them were posted before" in out
 
 
 def test_tweet_exits_non_zero_when_posting_fails(monkeypatch, capsys, trained_run, fake_x):

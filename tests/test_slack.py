@@ -524,13 +524,25 @@ async def test_refused_tokens_end_run_with_a_clear_error(fake, slack_settings, m
      "set")),
 ])
 async def test_missing_tokens_are_named(monkeypatch, environment, http, message):
-    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
-        monkeypatch.delenv(name, raising=False)
+    without_slack_tokens(monkeypatch)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ProverbotError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        SlackTokens.from_environment(http)
+        SlackTokens.from_settings(load_settings(), http)
     assert BOT_TOKEN not in repr(SlackTokens(BOT_TOKEN, APP_TOKEN, SIGNING_SECRET))
+
+
+def test_tokens_come_from_the_settings_under_either_name(monkeypatch):
+    without_slack_tokens(monkeypatch)
+    monkeypatch.setenv("PROVERBOT_SLACK_BOT_TOKEN", f"  {BOT_TOKEN}\n")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    assert SlackTokens.from_settings(load_settings(), http=True) == SlackTokens(BOT_TOKEN, None, SIGNING_SECRET)
+
+
+def without_slack_tokens(monkeypatch):
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"PROVERBOT_{name}", raising=False)
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -1,7 +1,7 @@
 """The Discord front end: slash commands and reaction votes over the core, with discord.py 2.x.
 
-    bot = DiscordBot(core, DiscordOptions(post_roles=["poster"]))
-    await bot.serve(os.environ["DISCORD_TOKEN"])        # until closed
+    bot = DiscordBot(core, DiscordOptions.from_settings(settings))
+    await bot.serve(reveal(settings.discord_token))     # the setting discord_token (DISCORD_TOKEN); until closed
 
 Each command runs its flow (chatbot.frontends.flows). /proverb samples in the model worker (the interaction is
 deferred at once: Discord wants an answer in 3 seconds), then shows each candidate in a message of its own with the

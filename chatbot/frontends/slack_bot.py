@@ -1,6 +1,6 @@
 """The Slack front end: slash commands and reaction votes over the core, with slack-bolt (asyncio).
 
-    bot = SlackBot(core, SlackOptions(post_users=("U0123ABCD",)), SlackTokens.from_environment(http=False))
+    bot = SlackBot(core, SlackOptions(post_users=("U0123ABCD",)), SlackTokens.from_settings(load_settings(), False))
     await bot.serve()           # Socket Mode (HTTP mode with SlackOptions(http=True)), until cancelled
 
 Each command runs its flow (chatbot.frontends.flows) and is acknowledged at once (Slack wants an answer within 3
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,11 +40,12 @@ from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from chatbot.config import ConfigError
+from chatbot.config import ConfigError, load_settings
 from chatbot.context import Context
 from chatbot.core import Core
 from chatbot.frontends import common, flows
 from chatbot.frontends.common import SHUTDOWN_GRACE, NotAllowed, finish_in_flight
+from chatbot.publishers.credentials import reveal
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
@@ -69,17 +69,19 @@ class SlackTokens:
     signing_secret: str | None = field(default=None, repr=False)   # SLACK_SIGNING_SECRET: HTTP mode
 
     @classmethod
-    def from_environment(cls, http: bool) -> SlackTokens:
-        """The tokens the mode needs, from the environment; ProverbotError naming a missing one."""
-        env = {name: os.environ.get(name, "").strip()
-               for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")}
+    def from_settings(cls, settings, http: bool) -> SlackTokens:
+        """The tokens the mode needs, from the settings slack_bot_token, slack_app_token and slack_signing_secret
+        (set as SLACK_BOT_TOKEN, ...: chatbot/config.py); ProverbotError naming a missing one's variable."""
+        found = {"SLACK_BOT_TOKEN": reveal(settings.slack_bot_token),
+                 "SLACK_APP_TOKEN": reveal(settings.slack_app_token),
+                 "SLACK_SIGNING_SECRET": reveal(settings.slack_signing_secret)}
         needed = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET" if http else "SLACK_APP_TOKEN")
-        missing = [name for name in needed if not env[name]]
+        missing = [name for name in needed if not found[name]]
         if missing:
             mode = "HTTP mode (slack_http)" if http else "Socket Mode"
             raise ProverbotError(f"Slack in {mode} needs {' and '.join(needed)}, and {' and '.join(missing)} "
                                  "is not set: see README, Slack.")
-        return cls(env["SLACK_BOT_TOKEN"], env["SLACK_APP_TOKEN"] or None, env["SLACK_SIGNING_SECRET"] or None)
+        return cls(found["SLACK_BOT_TOKEN"], found["SLACK_APP_TOKEN"] or None, found["SLACK_SIGNING_SECRET"] or None)
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ class SlackBot:
         """process_before_response: answer each request only once its listener is done (tests: deterministic)."""
         self.core = core
         self.options = options or SlackOptions()
-        self.tokens = tokens or SlackTokens.from_environment(self.options.http)
+        self.tokens = tokens or SlackTokens.from_settings(load_settings(), self.options.http)
         self.app = AsyncApp(token=self.tokens.bot, signing_secret=self.tokens.signing_secret or "", name="proverbot",
                             process_before_response=process_before_response)
         self.client: AsyncWebClient = self.app.client
