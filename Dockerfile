@@ -33,4 +33,4 @@ EXPOSE 3000
 HEALTHCHECK --interval=60s --timeout=10s --start-period=10m --retries=3 CMD ["proverbot", "health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["proverbot"]
-CMD ["run"]
+CMD ["run", "-v"]

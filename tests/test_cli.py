@@ -1,12 +1,17 @@
 """The CLI as a user runs it: errors are one clear line, never a traceback."""
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -145,11 +150,122 @@ async def generations():
 
 def test_generate_raw_samples_to_a_file(capsys, trained_run, tmp_path):
     target = tmp_path / "out.txt"
+    target.write_text("an older file\n")
     code, _, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), "--nsamples", "4",
                        "--prefix", "my son", "--length", "10", "--destination-path", str(target))
     assert code == 0 and "Wrote 4 samples" in err
     samples = target.read_text().strip().split("\n====================\n")
     assert len(samples) == 4 and all(s.startswith("my son") for s in samples)
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []    # no partial file left
+
+
+@pytest.mark.parametrize("mode", [["--nsamples", "2"], ["--count", "2"]])
+def test_a_generate_that_fails_leaves_the_destination_as_it_was(capsys, trained_run, tmp_path, mode):
+    """The destination is written at once, at the end: a failure after it was opened leaves the old file whole."""
+    target = tmp_path / "out.txt"
+    target.write_text("an older file\n")
+    code, out, err = run(capsys, "generate", "--checkpoint-dir", str(trained_run.parent), *mode, "--prefix",
+                         "a\n==========\nb", "--destination-path", str(target))
+    assert (code, out) == (1, "") and err.startswith("proverbot: error: The prefix contains the separator line")
+    assert target.read_text() == "an older file\n"
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name != "log.db") == ["out.txt"]
+
+
+@pytest.fixture
+def our_log_levels():
+    """The CLI sets its loggers' levels; they are put back after the test."""
+    loggers = [logging.getLogger(name) for name in ("proverbot", "model", "chatbot", "storage")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
+
+
+@pytest.mark.parametrize("argv, level", [
+    (["config"], logging.WARNING),
+    (["-v", "config"], logging.INFO),
+    (["config", "-v"], logging.INFO),
+    (["config", "--json", "-vv"], logging.DEBUG),
+    (["db", "-v", "upgrade"], logging.INFO),
+    (["db", "upgrade", "-vv"], logging.DEBUG),
+    (["history", "-vvv"], logging.DEBUG),
+])
+def test_verbose_before_or_after_any_command(capsys, our_log_levels, argv, level):
+    assert run(capsys, *argv)[0] == 0
+    assert {logging.getLogger(name).level for name in ("proverbot", "model", "chatbot", "storage")} == {level}
+
+
+def test_info_lines_only_with_v(capsys, caplog, our_log_levels, trained_run):
+    caplog.set_level(logging.DEBUG)
+    argv = ["generate", "--checkpoint-dir", str(trained_run.parent), "--count", "1", "--length", "5"]
+    assert run(capsys, *argv)[0] == 0
+    assert [record.name for record in caplog.records if record.name.startswith(("model", "chatbot"))] == []
+    assert run(capsys, *argv, "-v")[0] == 0
+    assert f"loaded run {trained_run.name}" in caplog.text
+
+
+def test_the_default_output_is_the_answer(trained_run, tmp_path):
+    """The real console script: candidates on stdout, the one summary line on stderr; no log line, no timestamp."""
+    command = [sys.executable, "-m", "chatbot.cli", "generate", "--checkpoint-dir", str(trained_run.parent),
+               "--count", "1", "--length", "5", "--seed", "2"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"\[tiny \S+ on cpu: 1 candidates from \d+ samples in [\d.]+s.*; logged as generation #1\]\n",
+                        done.stderr), done.stderr
+
+
+def test_bare_proverbot_prints_the_help_and_fails_as_a_usage_error(capsys):
+    code, out, err = run(capsys)
+    assert (code, out) == (2, "") and err.startswith("usage: proverbot") and "commands:" in err
+    assert "Exit status: 0 done, 1 failed, 2 bad command line" in " ".join(err.split())
+
+
+def test_tweet_and_post_help_name_the_exit_codes(capsys):
+    for command in ("tweet", "post"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "3 the posting quota is used up, 4 nothing to post" in " ".join(out.split())
+
+
+def test_sigterm_while_run_trains_the_default_saves_and_exits_143(tmp_path):
+    """`proverbot run` on a fresh machine trains the embedded default first; `docker stop` then (SIGTERM) saves a
+    checkpoint and exits 143 instead of starting the bot (which, reading an empty stdin, would end with 0)."""
+    env = {**os.environ, "PROVERBOT_CHECKPOINT_DIR": str(tmp_path / "ck"), "PROVERBOT_CORPUS": str(PROVERBS),
+           "PROVERBOT_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+    code, output = signalled_when(["run"], env, tmp_path, r"\| *[1-9]\d*/\d+ \[", signal.SIGTERM)
+    assert code == 143, output
+    assert re.search(r"Terminated \(SIGTERM\): saving a checkpoint at step \d+", output), output
+    assert "(terminated)" in output and output.rstrip().endswith("proverbot: stopped (SIGTERM)")
+    assert json.loads((tmp_path / "ck" / "default" / "proverbot.json").read_text())["step"] >= 1
+
+
+def signalled_when(argv: list[str], env: dict, cwd, pattern: str, signum: int) -> tuple[int, str]:
+    """`proverbot ARGV` in a child process (stdin empty), sent `signum` once its output (stdout and stderr; each
+    progress bar update is a line) matches `pattern`: its exit status and output. Read by a thread, within bounds."""
+    command = [sys.executable, "-m", "chatbot.cli", *argv]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    output, ended, deadline = [], False, time.monotonic() + 180
+    while not ended and not re.search(pattern, "".join(output)) and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            line = lines.get(timeout=1)
+            ended = line is None
+            output.append(line or "")
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    if not ended:
+        output += iter(lambda: lines.get(timeout=10), None)
+    return process.returncode, "".join(output)
 
 
 @pytest.mark.parametrize("option, value, message", [
