@@ -1,9 +1,9 @@
 """Shared fixtures: a throw-away tiny model trained once per test session on real proverbs."""
 
-import shutil
-from pathlib import Path
-
 import os
+import shutil
+import signal
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -12,6 +12,11 @@ from model.train import make_config, train
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVERBS = ROOT / "data" / "proverbs_clean.txt"
+
+# A shell runs background jobs with SIGINT ignored, and children inherit that: Ctrl-C tests (in this process and in
+# the children they start, which get the default back at exec) need the usual Python handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Small enough to train in seconds on 2 CPU cores, big enough to produce text.
 TINY_TEST = dict(

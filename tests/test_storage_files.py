@@ -177,7 +177,7 @@ async def test_a_log_from_the_first_release_is_upgraded_keeping_every_row(tmp_pa
                   for t in ("generations", "candidates", "votes", "posts", "schedules")}
     old.close()
     db = Database(sqlite_url(path))
-    await db.start()
+    await db.start(recover=False)       # only the migration: a start's recovery would settle the pending generation
     try:
         assert db.migrated == ("0001", migrate.head_revision())
         with sqlite3.connect(path) as new:
