@@ -25,6 +25,7 @@ run: $(STAMP)
 	$(BIN)/proverbot run
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-postgres: $(STAMP)

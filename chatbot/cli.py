@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     health_check.set_defaults(func=cmd_health)
 
     train = commands.add_parser("train", help="train a model (from scratch: --base tiny) or fine-tune GPT-2",
-                                description="Train a run folder checkpoints/<run_name>/. Parameters follow gpt-2-simple's finetune().")
+                                description="Train a run folder checkpoints/<run_name>/. Parameters follow "
+                                "gpt-2-simple's finetune().")
     add_train_arguments(train)
     train.set_defaults(func=cmd_train)
 
@@ -139,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_arguments(generate)
     generate.set_defaults(func=cmd_generate)
 
-    imp = commands.add_parser("import", help="convert an OpenAI / gpt-2-simple TensorFlow checkpoint (no TensorFlow needed)",
+    imp = commands.add_parser("import", help="convert an OpenAI / gpt-2-simple TensorFlow checkpoint (no "
+                              "TensorFlow needed)",
                               description="Convert models/124M or checkpoint/run1 into a run folder.")
-    imp.add_argument("path", type=Path, help="folder with hparams.json, encoder.json, vocab.bpe and the checkpoint files")
+    imp.add_argument("path", type=Path, help="folder with hparams.json, encoder.json, vocab.bpe and the checkpoint "
+                     "files")
     imp.add_argument("--run-name", help="name of the new run (default: the folder's name)")
     imp.add_argument("--checkpoint-dir", type=Path, help="where run folders live (default: settings' checkpoint_dir)")
     imp.add_argument("--corpus", type=Path, help="the training corpus, so that copies of it can be filtered out")
@@ -173,14 +176,16 @@ def no_command(parser: argparse.ArgumentParser) -> ExitCode:
 
 def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", type=Path, metavar="PATH", help="a text file, a folder of .txt files, or a CSV file")
-    parser.add_argument("--separator", default="==========", help="line between texts (default: %(default)s; '' for none)")
+    parser.add_argument("--separator", default="==========",
+                        help="line between texts (default: %(default)s; '' for none)")
     parser.add_argument("--csv-column", help="CSV column holding the texts")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, required=True, help="text file, folder of .txt files, or CSV file")
-    p.add_argument("--base", default="tiny", help="tiny (from scratch, default), gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
-                   "124M/355M/774M/1558M, or a folder (Hugging Face, OpenAI models/124M, gpt-2-simple checkpoint/run1)")
+    p.add_argument("--base", default="tiny", help="tiny (from scratch, default), gpt2, gpt2-medium, gpt2-large, "
+                   "gpt2-xl, 124M/355M/774M/1558M, or a folder (Hugging Face, OpenAI models/124M, gpt-2-simple "
+                   "checkpoint/run1)")
     p.add_argument("--separator", help="line between texts (default: ==========)")
     p.add_argument("--csv-column", help="CSV column holding the texts")
     p.add_argument("--max-corpus-mb", type=positive_int, help="largest corpus read, in megabytes (default: settings' "
@@ -207,8 +212,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="compute in bfloat16 (autocast) or float32; "
-                   "auto (default): bfloat16 where it is native (GPUs, CPUs with AVX512-BF16 or AMX)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="compute in bfloat16 (autocast) or "
+                   "float32; auto (default): bfloat16 where it is native (GPUs, CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--eval-samples", type=int, help="samples drawn at the end to report usable/copy rates (0: skip)")
 
 
@@ -219,7 +224,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length", type=positive_int, help="most tokens per sample")
     p.add_argument("--seed", type=int, help="the same seed gives the same samples")
     p.add_argument("--count", type=positive_int, help="usable candidates wanted (default: 5)")
-    p.add_argument("--nsamples", type=positive_int, help="raw samples, unfiltered, instead of --count (gpt-2-simple's mode)")
+    p.add_argument("--nsamples", type=positive_int,
+                   help="raw samples, unfiltered, instead of --count (gpt-2-simple's mode)")
     p.add_argument("--batch-size", type=positive_int, help="samples per forward pass")
     p.add_argument("--truncate", help="cut each sample at this text")
     p.add_argument("--no-include-prefix", dest="include_prefix", action="store_false", help="leave the prefix out")
@@ -356,7 +362,8 @@ def cmd_import(args) -> None:
     settings = load_settings()
     folder = Path(args.checkpoint_dir or settings.checkpoint_dir) / (args.run_name or args.path.resolve().name)
     if is_run(folder) and not args.overwrite:
-        raise ProverbotError(f"Run {folder.name!r} already exists in {folder.parent}/: pass --overwrite or another --run-name.")
+        raise ProverbotError(f"Run {folder.name!r} already exists in {folder.parent}/: pass --overwrite or another "
+                             "--run-name.")
     blocks = read_corpus(args.corpus, args.separator).blocks if args.corpus else []
     model, tokenizer = load_tf_gpt2(args.path)
     meta = {"base": "import", "source": str(args.path), "step": 0}

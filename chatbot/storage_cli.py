@@ -35,7 +35,8 @@ def add_commands(commands) -> None:
     """Register `history` and `db` on the CLI's subparsers."""
     history = commands.add_parser("history", help="recent generations, candidates, votes, posts or admin actions",
                                   description="List the newest entries of the log: a table, or JSON/CSV to stdout.")
-    history.add_argument("--kind", choices=list(KINDS), default="generations", help="what to list (default: %(default)s)")
+    history.add_argument("--kind", choices=list(KINDS), default="generations",
+                         help="what to list (default: %(default)s)")
     history.add_argument("--limit", type=positive_int, default=20, help="how many, newest first (default: %(default)s)")
     history.add_argument("--platform", help="only this platform (discord, slack, x, ...)")
     output = history.add_mutually_exclusive_group()
