@@ -70,7 +70,8 @@ def history(posts: Iterable[PostInfo], quote: Quote = plain) -> list[str]:
     lines = []
     for post in posts:
         when = f"{post.posted_at or post.updated_at:%Y-%m-%d %H:%M} UTC"
-        lines.append(f"post #{post.id} {post.status} on {post.platform} {when}: {post.url or '-'}\n  {quote(post.text)}")
+        lines.append(f"post #{post.id} {post.status} on {post.platform} {when}: {post.url or '-'}\n"
+                     f"  {quote(post.text)}")
     return lines or ["Nothing posted yet."]
 
 

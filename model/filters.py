@@ -210,8 +210,10 @@ class CandidateFilter:
             ids = self.index.get(s)
             if ids and len(ids) <= self.max_postings:
                 shared.update(ids)
-        # rank by the share of both texts' pairs in common, so long blocks do not crowd out short ones
-        dice = lambda item: item[1] / (len(mine) + self.sizes[item[0]])
+        def dice(item: tuple[int, int]) -> float:
+            """The share of both texts' pairs in common, so long blocks do not crowd out short ones."""
+            return item[1] / (len(mine) + self.sizes[item[0]])
+
         return [i for i, _ in heapq.nlargest(TOP_BLOCKS, shared.items(), key=dice)]
 
     def check_near_copy(self, ws: list[str]) -> Verdict | None:

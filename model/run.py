@@ -140,7 +140,8 @@ def find_run(checkpoint_dir: str | Path, run_name: str | None = None) -> Path:
     if run_name:
         folder = checkpoint_dir / run_name
         if not is_run(folder):
-            raise ModelError(f"No trained run {run_name!r} in {checkpoint_dir}/ ({', '.join(list_runs(checkpoint_dir)) or 'none yet'}).")
+            runs = ", ".join(list_runs(checkpoint_dir)) or "none yet"
+            raise ModelError(f"No trained run {run_name!r} in {checkpoint_dir}/ ({runs}).")
         return folder
     runs = [checkpoint_dir / name for name in list_runs(checkpoint_dir)]
     if not runs:

@@ -150,7 +150,8 @@ class Sampler:
         started = time.perf_counter()
         if request.seed is not None:
             torch.manual_seed(request.seed)
-        batch = CandidateBatch(usable=[], run_name=self.run.name, checkpoint_id=self.run.checkpoint_id, device=str(self.device))
+        batch = CandidateBatch(usable=[], run_name=self.run.name, checkpoint_id=self.run.checkpoint_id,
+                               device=str(self.device))
         budget = request.max_samples or 4 * request.count
         seen: set[str] = set()
         while len(batch.usable) < request.count and batch.samples < budget:
@@ -184,7 +185,9 @@ class Sampler:
         prompt = self.start_ids + prefix_ids
         room = self.n_ctx - len(prompt)
         if room < 1:
-            raise SamplingError(f"The prefix is {len(prefix_ids)} tokens long; this model's context holds {self.n_ctx - len(self.start_ids) - 1} at most.")
+            room = self.n_ctx - len(self.start_ids) - 1
+            raise SamplingError(f"The prefix is {len(prefix_ids)} tokens long; this model's context holds {room} at "
+                                "most.")
         length = room if length is None else min(length, room)
         return prompt, length
 

@@ -42,7 +42,8 @@ def sample_dtype(name: str, device: torch.device) -> str:
     if name not in SAMPLE_DTYPES:
         raise ModelError(f"Unknown sampling dtype {name!r}: one of {', '.join(SAMPLE_DTYPES)}.")
     if name == "int8" and (device.type != "cpu" or not int8_supported()):
-        raise ModelError(f"int8 sampling needs an x86 CPU build of torch (not {device}); use auto, float32 or bfloat16.")
+        raise ModelError(f"int8 sampling needs an x86 CPU build of torch (not {device}); use auto, float32 or "
+                         "bfloat16.")
     if name != "auto":
         return name
     if device.type == "cuda":

@@ -85,8 +85,9 @@ class TrainConfig:
 
 # The embedded default: a small GPT-2 that trains on 2 CPU cores in minutes without memorising.
 TINY_PRESET = {
-    "steps": 350, "batch_size": 16, "accumulate_gradients": 1, "learning_rate": 1e-3, "weight_decay": 0.1, "dropout": 0.2,
-    "sample_every": 100, "sample_length": 64, "save_every": 100, "print_every": 10, "val_every": 25, "val_batch_count": 8,
+    "steps": 350, "batch_size": 16, "accumulate_gradients": 1, "learning_rate": 1e-3, "weight_decay": 0.1,
+    "dropout": 0.2, "sample_every": 100, "sample_length": 64, "save_every": 100, "print_every": 10, "val_every": 25,
+    "val_batch_count": 8,
     "patience": 4,
 }
 
@@ -209,9 +210,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights and dropout
         self.state = self._load_model()
         fuse_gelu(self.model).to(self.device)
-        tokens = lambda blocks: torch.tensor(encode_blocks(self.tokenizer, blocks, cfg.separator), dtype=torch.long)
-        self.train_data = tokens(self.train_blocks)
-        self.val_data = tokens(self.val_blocks) if self.val_blocks else None
+        self.train_data = self._tokens(self.train_blocks)
+        self.val_data = self._tokens(self.val_blocks) if self.val_blocks else None
         self.block_size = min(cfg.block_size or self.model.config.n_positions, self.model.config.n_positions)
         if len(self.train_data) <= self.block_size:
             self.block_size = len(self.train_data) - 1
@@ -232,6 +232,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     # -- setup -------------------------------------------------------------------------------------
+    def _tokens(self, blocks: list[str]) -> torch.Tensor:
+        """The blocks as one packed stream of token ids, a LongTensor (model.tokenizer.encode_blocks)."""
+        return torch.tensor(encode_blocks(self.tokenizer, blocks, self.cfg.separator), dtype=torch.long)
+
     def _load_model(self) -> dict | None:
         cfg = self.cfg
         if is_run(self.folder) and cfg.restore_from == "latest" and not cfg.overwrite:
@@ -239,7 +243,8 @@ class Trainer:
             run = load_run(self.folder)
             self.model, self.tokenizer, self.meta = run.model, run.tokenizer, run.meta
             if run.separator != cfg.separator:
-                raise ModelError(f"Run {cfg.run_name!r} was trained with separator {run.separator!r}, not {cfg.separator!r}.")
+                raise ModelError(f"Run {cfg.run_name!r} was trained with separator {run.separator!r}, not "
+                                 f"{cfg.separator!r}.")
             log.info("resuming run %s from step %s", cfg.run_name, self.meta.get("step"))
             return load_state(self.folder)
         if is_run(self.folder) and not cfg.overwrite:
@@ -287,7 +292,8 @@ class Trainer:
 
     def _state(self) -> dict:
         return {
-            "optimizer": self.optimizer.state_dict(), "optimizer_kind": self._optimizer_kind(), "step": self.step, "best_val": self.best_val,
+            "optimizer": self.optimizer.state_dict(), "optimizer_kind": self._optimizer_kind(), "step": self.step,
+            "best_val": self.best_val,
             "bad_evals": self.bad_evals, "batch_rng": self.batch_rng.get_state(), "torch_rng": torch.get_rng_state(),
         }
 
@@ -351,7 +357,8 @@ class Trainer:
 
     def print_samples(self, bar) -> None:
         sampler = Sampler(Run(self.folder, self.model, self.tokenizer, self.cfg.separator, self.blocks))
-        request = SampleRequest(nsamples=self.cfg.sample_num, batch_size=self.cfg.sample_num, length=self.cfg.sample_length)
+        request = SampleRequest(nsamples=self.cfg.sample_num, batch_size=self.cfg.sample_num,
+                                length=self.cfg.sample_length)
         with self.signals.interruptible():
             for sample in sampler.generate(request):
                 bar.write(f"[sample @ step {self.step}] {sample.text}")
@@ -417,10 +424,12 @@ class Trainer:
             self.save()
 
 
-def quality_rates(folder: Path, samples: int, temperature: float = 0.8, device: str = "cpu", prefix: str = "") -> tuple[float, float]:
+def quality_rates(folder: Path, samples: int, temperature: float = 0.8, device: str = "cpu",
+                  prefix: str = "") -> tuple[float, float]:
     """Share of usable samples and of exact copies of a training block, sampled as the bot samples (dtype auto)."""
     sampler = Sampler(load_run(folder, device, "auto"))
-    request = SampleRequest(prefix=prefix, nsamples=samples, batch_size=min(samples, 50), temperature=temperature, seed=0)
+    request = SampleRequest(prefix=prefix, nsamples=samples, batch_size=min(samples, 50), temperature=temperature,
+                            seed=0)
     texts = [s.text for s in sampler.generate(request)]
     verdicts = sampler.filter.check_batch(texts)
     usable = sum(v.usable for v in verdicts) / len(verdicts)
@@ -449,5 +458,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
              f"{sum(p.numel() for p in trainer.model.parameters()):,}", trainer.device)
     result = trainer.train()
     if cfg.eval_samples and result.stopped in ("steps", "patience"):
-        result.usable_rate, result.copy_rate = quality_rates(result.folder, cfg.eval_samples, device=str(trainer.device))
+        result.usable_rate, result.copy_rate = quality_rates(result.folder, cfg.eval_samples,
+                                                             device=str(trainer.device))
     return result

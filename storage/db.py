@@ -96,7 +96,8 @@ class DatabaseCore:
                 if not migrate:
                     self.migrated = (self.revision, self.revision)
             self._engine = engine
-            self._writer = async_sessionmaker(engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False)
+            self._writer = async_sessionmaker(engine.execution_options(sqlite_begin="IMMEDIATE"),
+                                              expire_on_commit=False)
             self._reader = async_sessionmaker(engine, expire_on_commit=False)
             if not recover:
                 return 0
@@ -142,7 +143,8 @@ class DatabaseCore:
             query = query.where(Post.updated_at < aware(before))
         async with self._write() as session:
             result = await session.execute(query.values(
-                status="unknown", updated_at=utcnow(), last_error="proverbot stopped while posting: check the platform by hand"))
+                status="unknown", updated_at=utcnow(),
+                last_error="proverbot stopped while posting: check the platform by hand"))
             return result.rowcount
 
     async def _fail_pending_generations(self, before: datetime | None = None) -> int:
@@ -200,7 +202,8 @@ class DatabaseCore:
                 counts = {}
                 for table in Base.metadata.sorted_tables:
                     if table.name in tables:
-                        counts[table.name] = (await connection.execute(select(func.count()).select_from(table))).scalar_one()
+                        counted = await connection.execute(select(func.count()).select_from(table))
+                        counts[table.name] = counted.scalar_one()
                 if "posts" in tables:
                     unknown = (await connection.execute(
                         select(func.count()).select_from(Post).where(Post.status == "unknown"))).scalar_one()

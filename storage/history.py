@@ -56,9 +56,11 @@ class HistoryAPI(DatabaseCore):
             elif model is Generation:
                 query = query.where(Generation.platform == platform)
             elif model is Candidate:
-                query = query.join(Generation, Generation.id == Candidate.generation_id).where(Generation.platform == platform)
+                query = (query.join(Generation, Generation.id == Candidate.generation_id)
+                         .where(Generation.platform == platform))
             elif model is Vote:
                 query = (query.join(Candidate, Candidate.id == Vote.candidate_id)
-                         .join(Generation, Generation.id == Candidate.generation_id).where(Generation.platform == platform))
+                         .join(Generation, Generation.id == Candidate.generation_id)
+                         .where(Generation.platform == platform))
         async with self._read() as session:
             return [record(info, row) for row in await session.scalars(query)]

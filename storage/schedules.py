@@ -78,7 +78,8 @@ class SchedulesAPI(DatabaseCore):
                 row = Schedule(platform=platform, server_id=clip(server_id or "", 64), channel_id=clip(channel_id, 64),
                                created_at=at)
                 session.add(row)
-            row.time_of_day, row.timezone, row.window_minutes, row.enabled = time_of_day, timezone, window_minutes, enabled
+            row.time_of_day, row.timezone = time_of_day, timezone
+            row.window_minutes, row.enabled = window_minutes, enabled
             row.next_run_at, row.updated_at, row.publisher = next_run, at, clip(publisher, 32)
             row.set_by_id, row.set_by_name = clip(set_by_id, 64), clip(set_by_name, 200)
             detail = f"{time_of_day} {timezone}, vote {window_minutes} min, {'enabled' if enabled else 'disabled'}"

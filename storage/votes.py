@@ -87,7 +87,8 @@ class VotesAPI(DatabaseCore):
         except IntegrityError:
             pass  # the vote exists: revive it below
         vote = await session.scalar(select(Vote).where(Vote.candidate_id == values["candidate_id"],
-                                                       Vote.user_id == values["user_id"], Vote.emoji == values["emoji"]))
+                                                       Vote.user_id == values["user_id"],
+                                                       Vote.emoji == values["emoji"]))
         if vote.removed_at is not None:
             vote.removed_at, vote.voted_at = None, values["voted_at"]
         vote.user_name = values["user_name"] or vote.user_name

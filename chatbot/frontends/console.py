@@ -1,7 +1,8 @@
 """The terminal front end: the chat commands, typed on stdin, answered on stdout.
 
     /proverb prefix:"thou shalt" temperature:0.9 count:3 length:60
-    /vote 1        /unvote 1        /votes        /post [N] [to:x]        /history [n]        /status        /help        /quit
+    /vote 1        /unvote 1        /votes        /post [N] [to:x]        /history [n]
+    /status        /help        /quit
     /schedule daily time:09:30 timezone:Europe/Paris window:10        /schedule show        /schedule off
 
 Each console session is a channel of its own, `terminal-<6 hex digits>` (the first line names it), so two consoles

@@ -93,11 +93,13 @@ class BlueskyPublisher(RemotePublisher):
         try:
             did = self.client.resolve_handle(self.handle).did
         except RequestErrorBase:
-            return f"{message}: the handle @{self.handle} does not resolve; check bluesky_handle (e.g. name.bsky.social)."
+            return (f"{message}: the handle @{self.handle} does not resolve; check bluesky_handle (e.g. "
+                    "name.bsky.social).")
         hint = "" if APP_PASSWORD.match(self.app_password) else (
             " It does not look like an app password (xxxx-xxxx-xxxx-xxxx): create one under Settings → Privacy and "
             "security → App passwords.")
-        return f"{message}: the handle @{self.handle} exists ({did}), so the app password is wrong or was revoked.{hint}"
+        return (f"{message}: the handle @{self.handle} exists ({did}), so the app password is wrong or was "
+                f"revoked.{hint}")
 
     def result(self, uri: str) -> PublishResult:
         return PublishResult(uri, f"https://bsky.app/profile/{self.client.me.handle}/post/{AtUri.from_str(uri).rkey}")
@@ -106,7 +108,8 @@ class BlueskyPublisher(RemotePublisher):
         if isinstance(err, RateLimitExceededError):
             return rate_limited(self.title, err.reset_at)
         if isinstance(err, UnauthorizedError):
-            return BadCredentials(f"Bluesky refused the session ({err}); check bluesky_handle and bluesky_app_password.")
+            return BadCredentials(f"Bluesky refused the session ({err}); check bluesky_handle and "
+                                  "bluesky_app_password.")
         if isinstance(err, httpx.TransportError) or (isinstance(err, RequestErrorBase) and err.response is None):
             return Unavailable(f"Bluesky did not answer within {self.timeout:g} s or could not be reached "
                                f"({type(err).__name__}).")

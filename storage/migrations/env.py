@@ -13,7 +13,8 @@ from storage.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("storage/migrations runs through storage.migrate (it passes the connection), not the alembic CLI")
+    raise RuntimeError("storage/migrations runs through storage.migrate (it passes the connection), not the "
+                       "alembic CLI")
 
 context.configure(
     connection=connection,

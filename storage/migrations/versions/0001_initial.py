@@ -122,7 +122,8 @@ def upgrade() -> None:
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("updated_at", TZ, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_schedules")),
-        sa.UniqueConstraint("platform", "server_id", "channel_id", name=op.f("uq_schedules_platform_server_id_channel_id")),
+        sa.UniqueConstraint("platform", "server_id", "channel_id",
+                            name=op.f("uq_schedules_platform_server_id_channel_id")),
     )
     op.create_index(op.f("ix_schedules_enabled_next_run_at"), "schedules", ["enabled", "next_run_at"])
 
