@@ -44,7 +44,8 @@ def test_bad_corpus_is_one_line(capsys, tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"one\n==========\nna\xefve\n")
     code, _, err = run(capsys, "corpus", "stats", str(bad))
-    assert code == 1 and err.strip() == f"proverbot: error: {bad}, line 3: not valid UTF-8 (byte 0xef); convert the file to UTF-8 first, e.g. `iconv -f latin1 -t utf-8`."
+    assert code == 1 and err.strip() == (f"proverbot: error: {bad}, line 3: not valid UTF-8 (byte 0xef); convert the "
+                                         "file to UTF-8 first, e.g. `iconv -f latin1 -t utf-8`.")
 
 
 def test_generate_without_a_model(capsys, tmp_path):
@@ -292,12 +293,14 @@ def test_config_lists_every_knob(capsys):
 
 def test_import_then_generate(capsys, tmp_path):
     folder = tf_folder(tmp_path)
-    code, out, _ = run(capsys, "import", str(folder), "--checkpoint-dir", str(tmp_path / "ck"), "--corpus", str(PROVERBS))
+    code, out, _ = run(capsys, "import", str(folder), "--checkpoint-dir", str(tmp_path / "ck"),
+                       "--corpus", str(PROVERBS))
     assert code == 0 and "Imported" in out
     assert (tmp_path / "ck" / "124M" / "model.safetensors").is_file()
     code, _, err = run(capsys, "import", str(folder), "--checkpoint-dir", str(tmp_path / "ck"))
     assert code == 1 and "already exists" in err
-    code, out, _ = run(capsys, "generate", "--checkpoint-dir", str(tmp_path / "ck"), "--nsamples", "1", "--length", "5", "--seed", "1")
+    code, out, _ = run(capsys, "generate", "--checkpoint-dir", str(tmp_path / "ck"), "--nsamples", "1",
+                       "--length", "5", "--seed", "1")
     assert code == 0 and out.strip()
 
 

@@ -35,7 +35,8 @@ async def drive(sampler, lines: str) -> str:
 
 
 def test_parse_options():
-    assert parse_options(["prefix:thou shalt", "count:3"], ("prefix", "count")) == {"prefix": "thou shalt", "count": "3"}
+    assert (parse_options(["prefix:thou shalt", "count:3"], ("prefix", "count"))
+            == {"prefix": "thou shalt", "count": "3"})
     with pytest.raises(BadRequest, match="use key:value"):
         parse_options(["colour:red"], ("prefix",))
     with pytest.raises(BadRequest, match="given twice"):
@@ -93,7 +94,8 @@ def test_proverbot_run_in_a_pipe(trained_run, tmp_path):
     candidate_id, text = int(first.group(1)), first.group(2)
     assert f"Voted for 1 [#{candidate_id}]." in output
     assert re.search(rf"^1\. \[#{candidate_id}\] 1 vote: ", output, re.MULTILINE)
-    url = re.search(rf"^Posted \[#{candidate_id}\] on dryrun: (https://dry-run\.invalid/posts/\w+)$", output, re.MULTILINE)
+    url = re.search(rf"^Posted \[#{candidate_id}\] on dryrun: (https://dry-run\.invalid/posts/\w+)$", output,
+                    re.MULTILINE)
     assert url, output
     assert f"Sorry: already posted: {url.group(1)}" in output
     assert re.search(rf"^post #1 posted on dryrun .*: {re.escape(url.group(1))}$", output, re.MULTILINE)
@@ -110,7 +112,8 @@ def test_proverbot_run_in_a_pipe(trained_run, tmp_path):
         assert log.execute("select action from audit_log").fetchall() == [("post",)]
 
 
-@pytest.mark.parametrize("sig, status, message", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped (SIGTERM)")])
+@pytest.mark.parametrize("sig, status, message", [(signal.SIGINT, 130, "interrupted"),
+                                                   (signal.SIGTERM, 143, "stopped (SIGTERM)")])
 def test_signal_while_waiting_for_input_ends_at_once(trained_run, tmp_path, sig, status, message):
     """SIGINT or SIGTERM while the console waits on stdin: the worker and the log close, no traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "run"], stdin=subprocess.PIPE,

@@ -10,7 +10,8 @@ from tests.conftest import PROVERBS
 
 @pytest.mark.slow
 def test_embedded_default_reads_like_proverbs(tmp_path):
-    result = train(make_config("tiny", corpus=str(PROVERBS), checkpoint_dir=str(tmp_path), run_name="default"), progress=False)
+    cfg = make_config("tiny", corpus=str(PROVERBS), checkpoint_dir=str(tmp_path), run_name="default")
+    result = train(cfg, progress=False)
     assert result.usable_rate >= 0.8, result
     assert result.copy_rate <= 0.1, result
     usable, copies = quality_rates(result.folder, 100, prefix="thou shalt")

@@ -306,7 +306,8 @@ async def test_schedule_commands(fake, bot, db):
     assert [c["value"] for c in to.callbacks[0]["data"]["choices"]] == ["dryrun"]
     there = await fake.command("schedule", {"time": "09:30", "to": "dryrun"}, admin, subcommand="daily")
     await fake.until(lambda: there.answered)
-    assert there.callbacks[0]["data"]["content"].startswith("Daily at 09:30 UTC, voting open 60 min, posting on dryrun;")
+    assert there.callbacks[0]["data"]["content"].startswith(
+        "Daily at 09:30 UTC, voting open 60 min, posting on dryrun;")
 
 
 async def test_a_scheduled_run_shows_its_batch_in_the_channel_and_posts_the_winner(fake, bot, db, core):
@@ -319,7 +320,8 @@ async def test_a_scheduled_run_shows_its_batch_in_the_channel_and_posts_the_winn
     usable = [c for c in generation.candidates if c.usable]
     sent = [r.body for r in fake.requests if r.method == "POST" and r.path == f"/channels/{CHANNEL_ID}/messages"]
     assert sent[0]["content"].startswith("Scheduled post: voting closes in 5 min; nobody votes: 1 is posted.\n[")
-    assert [body["content"] for body in sent[1:]] == [f"{n}. [#{c.id}] {quote(c.text)}" for n, c in enumerate(usable, 1)]
+    shown = [f"{n}. [#{c.id}] {quote(c.text)}" for n, c in enumerate(usable, 1)]
+    assert [body["content"] for body in sent[1:]] == shown
     assert all(body["allowed_mentions"] == NO_PINGS for body in sent)
     if len(usable) >= 2:
         message = next(m for m in fake.messages.values() if m["content"].startswith("2. [#"))

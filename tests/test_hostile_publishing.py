@@ -116,7 +116,8 @@ class Row:
 
     def __str__(self) -> str:
         sent = "url-encoded" if self.echo.url_encoded else "as-sent"
-        return f"{self.platform}-{self.echo.status}-{sent}{'-' + self.echo.route if self.echo.route else ''}-{self.where}"
+        route = f"-{self.echo.route}" if self.echo.route else ""
+        return f"{self.platform}-{self.echo.status}-{sent}{route}-{self.where}"
 
 
 ROWS = [

@@ -65,7 +65,8 @@ async def test_doctor_call_logs_in(fake):
 
 
 @pytest.mark.parametrize("handle, password, message", [
-    (HANDLE, "zzzz-zzzz-zzzz-zzzz", f"the handle @{HANDLE} exists ({DID}), so the app password is wrong or was revoked."),
+    (HANDLE, "zzzz-zzzz-zzzz-zzzz",
+     f"the handle @{HANDLE} exists ({DID}), so the app password is wrong or was revoked."),
     (HANDLE, "my main password", "It does not look like an app password (xxxx-xxxx-xxxx-xxxx)"),
     ("nobody.test", APP_PASSWORD, "the handle @nobody.test does not resolve; check bluesky_handle"),
 ])
@@ -74,7 +75,8 @@ async def test_a_refused_login_names_what_is_wrong(fake, handle, password, messa
     for call in (publisher.publish("a proverb"), publisher.verify()):
         with pytest.raises(BadCredentials, match=re.escape(message)) as refused:
             await call
-        assert "Bluesky refused the login (401 AuthenticationRequired: Invalid identifier or password)" in str(refused.value)
+        assert ("Bluesky refused the login (401 AuthenticationRequired: Invalid identifier or password)"
+                in str(refused.value))
         assert password not in str(refused.value)
     assert fake.records == {}
 

@@ -84,7 +84,8 @@ def assert_no_secret(*texts):
 
 def test_no_credentials_means_the_dry_run(monkeypatch):
     publishers = build_publishers(load_settings())
-    assert publishers.names == ("dryrun",) and publishers.note == "dry run: no publisher has credentials, so posts go nowhere"
+    assert publishers.names == ("dryrun",)
+    assert publishers.note == "dry run: no publisher has credentials, so posts go nowhere"
 
 
 def test_every_configured_publisher_in_order_and_a_forced_dry_run(monkeypatch, fake_mastodon, fake_bluesky):

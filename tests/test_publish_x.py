@@ -22,7 +22,8 @@ from chatbot.publishers.twitter import XPublisher
 from tests.fakes.loopback import Reply, guard_network, route_session
 from tests.fakes.x_api import UNAVAILABLE, FakeX, problem, rate_limited
 
-KEYS = {"consumer_key": "ckTESTconsumerKEY0000000a", "consumer_secret": "csTESTconsumerSECRET000000000000000000000000000b",
+KEYS = {"consumer_key": "ckTESTconsumerKEY0000000a",
+        "consumer_secret": "csTESTconsumerSECRET000000000000000000000000000b",
         "access_token": "1234567890-atTESTaccessTOKEN00000000000000000c",
         "access_token_secret": "asTESTaccessSECRET0000000000000000000000000d"}
 ENV = {"TWITTER_CONSUMER_KEY": KEYS["consumer_key"], "TWITTER_CONSUMER_SECRET": KEYS["consumer_secret"],
@@ -51,7 +52,8 @@ class Sleeps(list):
 
 def publisher_for(fake, sleeps=None, timeout=5.0, attempts=3, **keys) -> XPublisher:
     credentials = XCredentials(**{**KEYS, **keys}, source="the test")
-    publisher = XPublisher(credentials, timeout=timeout, attempts=attempts, sleep=Sleeps() if sleeps is None else sleeps)
+    publisher = XPublisher(credentials, timeout=timeout, attempts=attempts,
+                           sleep=Sleeps() if sleeps is None else sleeps)
     route_session(publisher.client.session, fake.origin, fake.url)
     return publisher
 
@@ -190,7 +192,8 @@ def test_credentials_from_the_tutorials_file_and_the_settings_first(settings, tm
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({key: f" {value}\n" for key, value in TUTORIAL_FILE.items()}))
     assert x_credentials(settings(twitter_credentials_file=path)) == XCredentials(**KEYS, source=str(path))
-    from_settings = settings(twitter_credentials_file=path, **{f"twitter_{field}": value for field, value in KEYS.items()})
+    from_settings = settings(twitter_credentials_file=path,
+                             **{f"twitter_{field}": value for field, value in KEYS.items()})
     assert x_credentials(from_settings).source == "the twitter_* settings"
     assert x_credentials(settings()) is None
 

@@ -351,7 +351,8 @@ async def test_history_and_status_answer_privately(fake, bot, db, core):
 
 async def test_schedule_commands(fake, bot, db):
     said = []
-    for user, text in [("U0EVE", "daily time:09:30"), ("U0ADMIN", "daily time:09:30 timezone:Europe/Paris window:10 to:dryrun"),
+    for user, text in [("U0EVE", "daily time:09:30"),
+                       ("U0ADMIN", "daily time:09:30 timezone:Europe/Paris window:10 to:dryrun"),
                        ("U0ADMIN", "daily time:25:00"), ("U0EVE", "show"), ("U0ADMIN", "off")]:
         body, (status, ack) = await command(fake, bot, "/schedule", text, user)
         assert (status, ack) == (200, "")

@@ -7,6 +7,7 @@ import asyncio
 import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -351,12 +352,13 @@ async def test_posts_since_counts_what_went_out_or_may_have(db):
 
 def test_next_run_follows_the_time_zone_across_dst():
     paris = "Europe/Paris"
-    assert next_run_after("09:30", paris, datetime(2024, 3, 29, 12, 0, tzinfo=UTC)) == datetime(2024, 3, 30, 8, 30, tzinfo=UTC)
+    utc = partial(datetime, tzinfo=UTC)
+    assert next_run_after("09:30", paris, utc(2024, 3, 29, 12, 0)) == utc(2024, 3, 30, 8, 30)
     # 31 March 2024: Paris moves from UTC+1 to UTC+2
-    assert next_run_after("09:30", paris, datetime(2024, 3, 30, 9, 0, tzinfo=UTC)) == datetime(2024, 3, 31, 7, 30, tzinfo=UTC)
-    assert next_run_after("09:30", paris, datetime(2024, 3, 31, 7, 29, tzinfo=UTC)) == datetime(2024, 3, 31, 7, 30, tzinfo=UTC)
-    assert next_run_after("09:30", paris, datetime(2024, 3, 31, 7, 30, tzinfo=UTC)) == datetime(2024, 4, 1, 7, 30, tzinfo=UTC)
-    assert next_run_after("23:59", "UTC", datetime(2024, 12, 31, 23, 59, 30, tzinfo=UTC)) == datetime(2025, 1, 1, 23, 59, tzinfo=UTC)
+    assert next_run_after("09:30", paris, utc(2024, 3, 30, 9, 0)) == utc(2024, 3, 31, 7, 30)
+    assert next_run_after("09:30", paris, utc(2024, 3, 31, 7, 29)) == utc(2024, 3, 31, 7, 30)
+    assert next_run_after("09:30", paris, utc(2024, 3, 31, 7, 30)) == utc(2024, 4, 1, 7, 30)
+    assert next_run_after("23:59", "UTC", utc(2024, 12, 31, 23, 59, 30)) == utc(2025, 1, 1, 23, 59)
 
 
 async def test_set_schedule_validates_and_replaces_the_channels_schedule(db):
@@ -374,7 +376,8 @@ async def test_set_schedule_validates_and_replaces_the_channels_schedule(db):
     assert first.next_run_at == datetime(2024, 3, 2, 8, 30, tzinfo=UTC)  # 09:30 in Paris had passed at T0
     second = await db.set_schedule("discord", "c1", server_id="g1", time_of_day="18:00", timezone="UTC",
                                    window_minutes=30, set_by_name="Bob", at=T0)
-    assert second.id == first.id and (second.time_of_day, second.window_minutes, second.set_by_name) == ("18:00", 30, "Bob")
+    assert second.id == first.id
+    assert (second.time_of_day, second.window_minutes, second.set_by_name) == ("18:00", 30, "Bob")
     assert await db.get_schedule("discord", "c1", server_id="g1") == second
     assert await db.get_schedule("discord", "c1") is None  # another server
     assert len(await db.list_schedules()) == 1

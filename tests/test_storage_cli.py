@@ -73,7 +73,8 @@ def test_history_exports_json_and_csv_with_every_field(log, capsys):
     assert vote["voted_at"].endswith("+00:00")
     code, out, _ = run(capsys, "history", "--csv")
     [row] = list(csv.DictReader(io.StringIO(out)))
-    assert code == 0 and (row["platform"], row["status"], row["temperature"], row["seed"]) == ("discord", "ok", "0.8", "")
+    assert code == 0
+    assert (row["platform"], row["status"], row["temperature"], row["seed"]) == ("discord", "ok", "0.8", "")
     code, out, _ = run(capsys, "history", "--kind", "candidates", "--csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["text"], r["usable"]) for r in rows][1] == ("thou shalt, \"quoted\"\nand wrapped", "true")
@@ -130,7 +131,8 @@ def test_settle_post_resolves_an_unknown_post_and_audits_it(log, capsys):
 
 
 @pytest.mark.parametrize("setup, message", [
-    (lambda log, mp: mp.setenv("PROVERBOT_DATABASE_URL", "mysql+aiomysql://u:secret@localhost/db"), "pip install 'aiomysql'"),
+    (lambda log, mp: mp.setenv("PROVERBOT_DATABASE_URL", "mysql+aiomysql://u:secret@localhost/db"),
+     "pip install 'aiomysql'"),
     (lambda log, mp: mp.setenv("PROVERBOT_DATABASE_URL", "::not a url::"), "not a database URL"),
     (lambda log, mp: log.write_bytes(b"\x00garbage" * 100), "not a SQLite database"),
     (lambda log, mp: None, "no log at"),  # `db check` does not create one

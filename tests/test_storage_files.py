@@ -130,7 +130,8 @@ def read_only(folder: Path):
         finally:
             folder.chmod(0o755)
         return
-    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode:
+    chattr = shutil.which("chattr")
+    if not chattr or subprocess.run([chattr, "+i", str(folder)], capture_output=True, check=False).returncode:
         pytest.skip("running as root without `chattr +i`: no way to make a folder read-only here")
     try:
         yield

@@ -30,7 +30,8 @@ def weights(folder):
 def test_training_lowers_loss_and_writes_a_run_folder(trained_run):
     meta = json.loads((trained_run / "proverbot.json").read_text())
     assert meta["step"] == 40 and meta["separator"] == "==========" and len(meta["checkpoint_id"]) == 12
-    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "corpus.txt", "training_state.pt"):
+    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "corpus.txt",
+                 "training_state.pt"):
         assert (trained_run / name).is_file(), name
     # plain transformers can load it
     model = AutoModelForCausalLM.from_pretrained(trained_run)
@@ -59,9 +60,11 @@ def test_existing_run_is_not_replaced_by_accident(run_copy):
     with pytest.raises(ModelError, match="already exists.*--restore-from latest.*--overwrite"):
         Trainer(tiny_config(checkpoints, run_name=run_copy.name, restore_from="fresh"))
     before = weights(run_copy)
-    train(tiny_config(checkpoints, run_name=run_copy.name, restore_from="fresh", overwrite=True, steps=2), progress=False)
+    train(tiny_config(checkpoints, run_name=run_copy.name, restore_from="fresh", overwrite=True, steps=2),
+          progress=False)
     assert json.loads((run_copy / "proverbot.json").read_text())["step"] == 2
-    assert not torch.equal(before["transformer.h.0.mlp.c_fc.weight"], weights(run_copy)["transformer.h.0.mlp.c_fc.weight"])
+    name = "transformer.h.0.mlp.c_fc.weight"
+    assert not torch.equal(before[name], weights(run_copy)[name])
 
 
 def test_bad_options_are_listed():
@@ -97,7 +100,8 @@ def test_max_checkpoints_keeps_older_ones(tmp_path):
 
 
 def test_patience_stops_and_keeps_best_weights(tmp_path):
-    result = train(tiny_config(tmp_path, steps=400, learning_rate=3e-2, val_every=5, patience=2, n_embd=32), progress=False)
+    cfg = tiny_config(tmp_path, steps=400, learning_rate=3e-2, val_every=5, patience=2, n_embd=32)
+    result = train(cfg, progress=False)
     assert result.stopped == "patience" and result.step < 400
 
 

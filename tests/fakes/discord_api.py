@@ -203,7 +203,8 @@ class FakeDiscord:
             body = await self.multipart_json(request)
         path = "/" + request.match_info["path"]
         self.requests.append(Request(request.method, path, body))
-        if not path.startswith(("/interactions/", "/webhooks/")) and request.headers.get("Authorization") != f"Bot {TOKEN}":
+        authorized = request.headers.get("Authorization") == f"Bot {TOKEN}"
+        if not path.startswith(("/interactions/", "/webhooks/")) and not authorized:
             return answer({"message": "401: Unauthorized", "code": 0}, status=401)
         parts = path.strip("/").split("/")
         route = (request.method, *parts)
