@@ -32,7 +32,8 @@ class OtherLoad:
         busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
         children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the peer runs as a child: it is not "other"
         own = os.times()
-        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + children.ru_utime + children.ru_stime
+        cpu_s = own.user + own.system + children.ru_utime + children.ru_stime
+        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), cpu_s
 
     def cores(self) -> float | None:
         end = self._sample()
@@ -90,8 +91,10 @@ class LagMonitor:
         return 1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
     def figures(self, name: str) -> dict[str, str]:
-        return {f"{name}_lag_p50_ms": f"{self.percentile_ms(50):.1f}", f"{name}_lag_p99_ms": f"{self.percentile_ms(99):.1f}",
-                f"{name}_lag_max_ms": f"{1000 * max(self.lags, default=float('nan')):.1f}", f"{name}_lag_samples": str(len(self.lags))}
+        return {f"{name}_lag_p50_ms": f"{self.percentile_ms(50):.1f}",
+                f"{name}_lag_p99_ms": f"{self.percentile_ms(99):.1f}",
+                f"{name}_lag_max_ms": f"{1000 * max(self.lags, default=float('nan')):.1f}",
+                f"{name}_lag_samples": str(len(self.lags))}
 
 
 def run_peer(what: str, model: str = "124M") -> dict[str, str] | str:
@@ -102,7 +105,8 @@ def run_peer(what: str, model: str = "124M") -> dict[str, str] | str:
     if not (PEER_WORKDIR / "venv" / "bin" / "python").is_file():
         return f"skipped: gpt-2-simple is not installed in {PEER_WORKDIR} (run {PEER_SCRIPTS / 'setup.sh'} once)"
     print(f"(running gpt-2-simple: {PEER_SCRIPTS / 'run.sh'} {what} {model})", file=sys.stderr, flush=True)
-    done = subprocess.run(["bash", str(PEER_SCRIPTS / "run.sh"), what, model], check=False, capture_output=True, text=True)
+    done = subprocess.run(["bash", str(PEER_SCRIPTS / "run.sh"), what, model], check=False, capture_output=True,
+                          text=True)
     figures = {}
     for line in done.stdout.splitlines():  # "gpt2simple_call20_rss_mb=1263 ops=11034 s_per_call=0.87"
         if line.startswith("gpt2simple_"):

@@ -23,8 +23,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Perplexity of a trained run on its held-out blocks, per sampling dtype.")
     p.add_argument("--run-name", help="a run in --checkpoint-dir (default: the most recent one)")
     p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"), help="(default: %(default)s)")
-    p.add_argument("--dtypes", default="float32,bfloat16,int8", help="formats to score, float32 first (default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share the run was trained with (default: %(default)s)")
+    p.add_argument("--dtypes", default="float32,bfloat16,int8",
+                   help="formats to score, float32 first (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="held-out share the run was trained with (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1234, help="the run's training seed (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
     print(f"Summary: perplexity of run {folder.name} on its {len(held_out)} held-out blocks:")
     for dtype in dtypes:
         change = float(figures.get(f"change_pct_{dtype}", 0))
-        verdict = "" if dtype == dtypes[0] else ("  within" if abs(change) < LIMIT_PCT else "  OUTSIDE") + f" {LIMIT_PCT:g}%"
+        within = "  within" if abs(change) < LIMIT_PCT else "  OUTSIDE"
+        verdict = "" if dtype == dtypes[0] else f"{within} {LIMIT_PCT:g}%"
         print(f"  {dtype:9s} {scores[dtype]:8.3f}  {change:+6.2f}%{verdict}")
     return 0
 

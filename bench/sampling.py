@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from benchutil import LagMonitor, OtherLoad, busy_warning, median_of, peak_rss_mb, run_peer, seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))     # proverbot's packages, imported where used, also without installing it
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,10 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="force the separator at this new token (default: 30 with --random-init, 0 = off with a run)")
     p.add_argument("--count", type=int, default=5, help="candidates wanted (default: %(default)s)")
     p.add_argument("--length", type=int, default=100, help="most tokens per sample (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=20, help="most samples per forward pass; the bot's default (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=20,
+                   help="most samples per forward pass; the bot's default (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.7, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed requests after one warm-up; the median is printed (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed requests after one warm-up; the median is printed (default: %(default)s)")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="also run gpt-2-simple's generate and generate-long (../shared/bench; ~3 min on 2 CPU cores)")
     p.add_argument("--build-random-run", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: child process
@@ -52,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         return args
     if args.stop_at is None:
         args.stop_at = 30 if args.random_init else 0
-    if args.repeats < 1 or args.count < 1 or args.length < 8 or args.batch_size < 1 or not 0 <= args.stop_at < args.length:
+    if (args.repeats < 1 or args.count < 1 or args.length < 8 or args.batch_size < 1
+            or not 0 <= args.stop_at < args.length):
         p.error("--repeats, --count, --batch-size must be at least 1, --length at least 8, --stop-at below --length")
     return args
 
@@ -63,10 +66,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--random-init", action="store_true",
                      help="random 124M weights (GPT2Config() defaults) and the GPT-2 tokenizer; no download")
     src.add_argument("--run-name", help="a trained run in --checkpoint-dir (default: the most recent one)")
-    p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"), help="folder of run folders (default: %(default)s)")
+    p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"),
+                   help="folder of run folders (default: %(default)s)")
     p.add_argument("--corpus", default=str(ROOT / "data/proverbs_clean.txt"),
                    help="the random run's training texts, for the copy filters (default: %(default)s)")
-    p.add_argument("--dtype", default="auto", help="sampling dtype: auto, float32, bfloat16, int8 (default: %(default)s)")
+    p.add_argument("--dtype", default="auto",
+                   help="sampling dtype: auto, float32, bfloat16, int8 (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: %(default)s)")
 
 
@@ -183,7 +188,8 @@ def peer_figures() -> tuple[dict[str, str], list[str]]:
         calls = median_of(got, rf"generate_{name}_call\d+_s") if isinstance(got, dict) else None
         if calls is not None:
             figures[f"peer_{name}_s"] = f"{calls:.2f}"
-            figures[f"peer_{name}_times_s"] = ",".join(v for k, v in got.items() if k.startswith(f"generate_{name}_call"))
+            times = [v for k, v in got.items() if k.startswith(f"generate_{name}_call")]
+            figures[f"peer_{name}_times_s"] = ",".join(times)
     if isinstance(short, dict):
         figures["peer_load_s"] = short.get("load_s", "n/a")
         figures["peer_sampling_peak_rss_mb"] = short.get("peak_rss_mb", "n/a")
@@ -258,16 +264,17 @@ def main(argv=None) -> int:
           f"({figures['weights']}, {figures['dtype']}) on {device}, {figures['threads']} threads, through the model "
           f"worker, median of {args.repeats} requests after a warm-up:")
     if args.stop_at:
-        print(f"  (random weights never emit the separator: every sample was made to emit it at new token {args.stop_at})")
-    print(f"  proverbot:     {ours_s:6.2f} s  ({batch.samples} samples, {batch.tokens} tokens, {len(batch.usable)} usable; "
-          f"load {figures['load_s']} s, peak memory {figures['peak_rss_mb']} MB, event-loop lag p99 "
-          f"{figures['sampling_lag_p99_ms']} ms)")
+        print("  (random weights never emit the separator: every sample was made to emit it at new token "
+              f"{args.stop_at})")
+    print(f"  proverbot:     {ours_s:6.2f} s  ({batch.samples} samples, {batch.tokens} tokens, "
+          f"{len(batch.usable)} usable; load {figures['load_s']} s, peak memory {figures['peak_rss_mb']} MB, "
+          f"event-loop lag p99 {figures['sampling_lag_p99_ms']} ms)")
     if "peer_5x100_s" in figures:
-        print(f"  gpt-2-simple:  {float(figures['peer_5x100_s']):6.2f} s  for generate(nsamples=5, batch_size=5, length=100): "
-              f"{figures['speedup_vs_peer_5x100']}x ours (goal: at least 8x)")
+        print(f"  gpt-2-simple:  {float(figures['peer_5x100_s']):6.2f} s  for generate(nsamples=5, batch_size=5, "
+              f"length=100): {figures['speedup_vs_peer_5x100']}x ours (goal: at least 8x)")
     if "peer_1x1023_s" in figures:
-        print(f"  gpt-2-simple:  {float(figures['peer_1x1023_s']):6.2f} s  for the tutorial's one 1023-token sample split "
-              f"afterwards: {figures['speedup_vs_peer_1x1023']}x ours (goal: at least 30x)")
+        print(f"  gpt-2-simple:  {float(figures['peer_1x1023_s']):6.2f} s  for the tutorial's one 1023-token sample "
+              f"split afterwards: {figures['speedup_vs_peer_1x1023']}x ours (goal: at least 30x)")
     for note in notes:
         print(f"  {note}")
     for label, load in (("ours", ours["other"]), ("the peer's", figures.get("peer_other_processes_cores"))):

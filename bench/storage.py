@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))     # before this folder, which holds storage.py (this file) too
 
-from storage import Database
+from storage import Database  # noqa: E402 (only after the line above: `storage` would be this file)
 
 
 async def prepare(url: str, writers: int) -> list[int]:

@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from benchutil import OtherLoad, busy_warning, peak_rss_mb, run_peer, seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))     # proverbot's packages, imported where used, also without installing it
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,26 +34,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--random-init", action="store_true",
-                     help="random 124M weights (GPT2Config() defaults) and the GPT-2 tokenizer (the default; no download)")
+                     help="random 124M weights (GPT2Config() defaults) and the GPT-2 tokenizer (the default; no "
+                     "download)")
     src.add_argument("--base", help="fine-tune this model folder instead (Hugging Face or OpenAI/gpt-2-simple layout)")
     p.add_argument("--corpus", default=str(ROOT / "data/proverbs_clean.txt"), help="(default: %(default)s)")
     p.add_argument("--steps", type=int, default=3,
-                   help="optimizer steps to run, the warm-up included; the rate is timed on the others (default: %(default)s; "
-                        "about 80 s each for 124M on a 2-core CPU)")
-    p.add_argument("--warmup-steps", type=int, default=1, help="first steps left out of the rate (default: %(default)s)")
+                   help="optimizer steps to run, the warm-up included; the rate is timed on the others (default: "
+                        "%(default)s; about 80 s each for 124M on a 2-core CPU)")
+    p.add_argument("--warmup-steps", type=int, default=1,
+                   help="first steps left out of the rate (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: %(default)s)")
     p.add_argument("--dtype", default="auto", help="autocast: auto, float32, bfloat16 (default: %(default)s)")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="also run gpt-2-simple's finetune (../shared/bench; ~3 min and 9 GB on 2 CPU cores)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per micro-batch (default: %(default)s)")
-    p.add_argument("--accumulate-gradients", type=int, default=5, help="micro-batches per optimizer step (default: %(default)s)")
+    p.add_argument("--accumulate-gradients", type=int, default=5,
+                   help="micro-batches per optimizer step (default: %(default)s)")
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout while training; default: none, as `proverbot train` fine-tunes (and gpt-2-simple)")
-    p.add_argument("--block-size", type=int, default=1024, help="tokens per window, at most the model's context (default: %(default)s)")
+    p.add_argument("--block-size", type=int, default=1024,
+                   help="tokens per window, at most the model's context (default: %(default)s)")
     p.add_argument("--build-random-base", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: child process
     args = p.parse_args(argv)
-    if args.warmup_steps < 0 or args.steps <= args.warmup_steps or args.batch_size < 1 or args.accumulate_gradients < 1 or args.block_size < 8:
-        p.error("--steps must be more than --warmup-steps (at least 0); --batch-size, --accumulate-gradients at least 1; --block-size at least 8")
+    if (args.warmup_steps < 0 or args.steps <= args.warmup_steps or args.batch_size < 1
+            or args.accumulate_gradients < 1 or args.block_size < 8):
+        p.error("--steps must be more than --warmup-steps (at least 0); --batch-size, --accumulate-gradients at "
+                "least 1; --block-size at least 8")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         p.error("--dropout must be in [0, 1)")
     return args
@@ -97,9 +103,9 @@ def main(argv=None) -> int:
 
     cfg = make_config(
         base, corpus=args.corpus, checkpoint_dir=str(Path(tmp.name) / "checkpoints"), run_name="bench",
-        steps=args.steps, dropout=args.dropout, batch_size=args.batch_size, accumulate_gradients=args.accumulate_gradients,
-        block_size=args.block_size, sample_every=10**6, save_every=10**6, val_every=0, eval_samples=0, device=args.device,
-        dtype=args.dtype,
+        steps=args.steps, dropout=args.dropout, batch_size=args.batch_size,
+        accumulate_gradients=args.accumulate_gradients, block_size=args.block_size, sample_every=10**6,
+        save_every=10**6, val_every=0, eval_samples=0, device=args.device, dtype=args.dtype,
     )
     started = time.perf_counter()
     trainer = Trainer(cfg, progress=False)
@@ -126,7 +132,8 @@ def main(argv=None) -> int:
     s_per_step = sum(timed) / len(timed)
 
     figures = {
-        "model": f"gpt2 {mc.n_layer} layers x {mc.n_embd} wide, {mc.n_positions} context, {mc.vocab_size} vocab, {n_params / 1e6:.1f}M parameters",
+        "model": f"gpt2 {mc.n_layer} layers x {mc.n_embd} wide, {mc.n_positions} context, {mc.vocab_size} vocab, "
+                 f"{n_params / 1e6:.1f}M parameters",
         "weights": "random-init" if not args.base else args.base,
         "device": str(device),
         "dropout": f"{max((m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)), default=0.0):g}",
@@ -162,21 +169,24 @@ def main(argv=None) -> int:
             peer_load = busy.cores()
             figures["peer_other_processes_cores"] = "n/a" if peer_load is None else f"{peer_load:.2f}"
             if "finetune_tokens_per_s" in peer:
-                figures["speedup_vs_peer"] = f"{tokens_per_step / s_per_step / float(peer['finetune_tokens_per_s']):.2f}"
+                speedup = tokens_per_step / s_per_step / float(peer["finetune_tokens_per_s"])
+                figures["speedup_vs_peer"] = f"{speedup:.2f}"
     for name, value in figures.items():
         print(f"{name}={value}")
 
     print()
-    print(f"Summary: {n_params / 1e6:.0f}M GPT-2 ({figures['weights']}) fine-tuned with model.train.Trainer on {device} "
-          f"({figures['threads']} threads, autocast {figures['autocast']}, dropout {figures['dropout']}), batch {cfg.batch_size} x {trainer.block_size} tokens, "
-          f"accumulate_gradients {cfg.accumulate_gradients} = {tokens_per_step} tokens per step:")
+    print(f"Summary: {n_params / 1e6:.0f}M GPT-2 ({figures['weights']}) fine-tuned with model.train.Trainer on "
+          f"{device} ({figures['threads']} threads, autocast {figures['autocast']}, dropout {figures['dropout']}), "
+          f"batch {cfg.batch_size} x {trainer.block_size} tokens, accumulate_gradients {cfg.accumulate_gradients} = "
+          f"{tokens_per_step} tokens per step:")
     print(f"  {s_per_step:.2f} s/step = {tokens_per_step / s_per_step:.0f} tokens/s (mean of {len(timed)} steps after "
           f"{len(warmup)} warm-up step(s) of {figures['warmup_step_s']} s); loss {loss:.3f}")
     print(f"  peak resident memory of this process {figures['peak_rss_mb']} MB"
           + (f", peak GPU memory {figures['peak_gpu_mb']} MB" if device.type == "cuda" else ""))
     if "peer_finetune_tokens_per_s" in figures:
         print(f"  gpt-2-simple finetune, same shape and corpus: {figures['peer_finetune_s_per_step']} s/step = "
-              f"{figures['peer_finetune_tokens_per_s']} tokens/s, peak resident memory {figures['peer_finetune_peak_rss_mb']} MB"
+              f"{figures['peer_finetune_tokens_per_s']} tokens/s, peak resident memory "
+              f"{figures['peer_finetune_peak_rss_mb']} MB"
               f" -> ours {figures['speedup_vs_peer']}x its rate (goal: at least 1.5x, memory no higher)")
     for note in notes:
         print(f"  {note}")

@@ -12,8 +12,8 @@ bench/sampling.py), and a monitor task that asks to wake every 10 ms and records
      for --train-requests (10) more requests.
 
 gpt-2-simple's side: ../shared/bench/run.sh leak (60 generate calls of 5 x 20 tokens on its tiny model by
-default, memory and graph size every 20), skipped with a message where that stack is not installed. Figures are printed as name=value lines,
-then a short summary. See bench/README.md.
+default, memory and graph size every 20), skipped with a message where that stack is not installed. Figures are
+printed as name=value lines, then a short summary. See bench/README.md.
 """
 
 import argparse
@@ -22,13 +22,9 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from benchutil import LagMonitor, OtherLoad, busy_warning, peak_rss_mb, rss_mb, run_peer
-from sampling import BotSampler, add_run_arguments, run_folder
+from sampling import BotSampler, add_run_arguments, run_folder     # bench/sampling.py: it puts proverbot on the path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,11 +32,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "and event-loop lag while it samples and trains. Prints name=value lines.")
     add_run_arguments(p)
     p.add_argument("--requests", type=int, default=500, help="requests in the sampling phase (default: %(default)s)")
-    p.add_argument("--every", type=int, default=50, help="print resident memory every N requests (default: %(default)s)")
-    p.add_argument("--train-requests", type=int, default=10, help="requests while training runs beside (default: %(default)s)")
+    p.add_argument("--every", type=int, default=50,
+                   help="print resident memory every N requests (default: %(default)s)")
+    p.add_argument("--train-requests", type=int, default=10,
+                   help="requests while training runs beside (default: %(default)s)")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="also run gpt-2-simple's repeated generate calls (../shared/bench run.sh leak)")
-    p.add_argument("--peer-model", default="tiny", help="tiny (its growth shows in minutes) or 124M (default: %(default)s)")
+    p.add_argument("--peer-model", default="tiny",
+                   help="tiny (its growth shows in minutes) or 124M (default: %(default)s)")
     args = p.parse_args(argv)
     if args.requests < 1 or args.every < 1 or args.train_requests < 0:
         p.error("--requests and --every must be at least 1, --train-requests at least 0")
@@ -92,7 +91,8 @@ async def run(args, folder, request, tmp: str) -> dict[str, str]:
                 if i == 1 or i % args.every == 0 or i == args.requests:
                     figures[f"rss_after_{i}_mb"] = f"{rss_mb():.0f}"
         figures["seconds_per_request"] = f"{(time.perf_counter() - started) / args.requests:.2f}"
-        figures["rss_growth_mb"] = f"{float(figures[f'rss_after_{args.requests}_mb']) - float(figures['rss_after_1_mb']):+.0f}"
+        growth = float(figures[f"rss_after_{args.requests}_mb"]) - float(figures["rss_after_1_mb"])
+        figures["rss_growth_mb"] = f"{growth:+.0f}"
         figures.update(lag.figures("sampling"))
         other = busy.cores()
         figures["other_processes_cores"] = "n/a" if other is None else f"{other:.2f}"
@@ -138,9 +138,11 @@ def main(argv=None) -> int:
               if k.startswith("rss_after_") and k != "rss_after_load_mb"]
     print(f"  resident memory {figures['rss_after_load_mb']} MB after load; after request " + ", ".join(series)
           + f" MB; growth from the first to the last request {figures['rss_growth_mb']} MB (goal: none, under 1200 MB)")
-    print(f"  event-loop lag while sampling: p99 {figures['sampling_lag_p99_ms']} ms, max {figures['sampling_lag_max_ms']} ms"
-          + (f"; while training beside it: p99 {figures['training_lag_p99_ms']} ms, max {figures['training_lag_max_ms']} ms "
-             f"({figures['training_steps_beside']} training steps)" if args.train_requests else "") + " (goal: p99 under 20 ms)")
+    beside = (f"; while training beside it: p99 {figures['training_lag_p99_ms']} ms, max "
+              f"{figures['training_lag_max_ms']} ms ({figures['training_steps_beside']} training steps)"
+              if args.train_requests else "")
+    print(f"  event-loop lag while sampling: p99 {figures['sampling_lag_p99_ms']} ms, max "
+          f"{figures['sampling_lag_max_ms']} ms{beside} (goal: p99 under 20 ms)")
     peer_rss = {k: v for k, v in figures.items() if k.startswith("peer_") and k.endswith("_rss_mb")}
     if peer_rss:
         print(f"  gpt-2-simple ({args.peer_model}), resident memory over repeated generate calls: "
