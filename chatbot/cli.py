@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "DISCORD_TOKEN; Slack with SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode), or "
                               "SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET with slack_http = true (HTTP mode on "
                               "slack_port). With none, the terminal front end, which reads commands from stdin (also "
-                              "from a pipe): /help lists them.")
+                              "from a pipe): /help lists them. With -v it logs what it does (logins, Discord's invite "
+                              "link, what it serves).")
     run.set_defaults(func=cmd_run)
 
     health_check = commands.add_parser("health", help="is the running bot alive and connected? (for HEALTHCHECK)",
