@@ -6,6 +6,7 @@ NewerSchema       the database was made by a newer proverbot (its schema revisio
 NotFound          a generation, candidate or post id that is not in the log (or could not be: see not_found)
 Unusable          a candidate the filter rejected (it cannot be voted for or posted), or an empty text to post
 AlreadyPosted     that text (or candidate) was already posted on that platform; carries the post's URL
+PostFinal         a post recorded as posted is settled again (that is final)
 PostInProgress    a post of that text is pending, or "unknown" (the bot stopped mid-post: a human must check)
 QuotaReached      the platform's posting quota (posts per window, counted from the log) is used up
 ScheduleError     a schedule's time of day, time zone or window is invalid
@@ -54,6 +55,10 @@ class AlreadyPosted(StorageError):
         self.platform = platform
         self.url = url
         self.remote_id = remote_id
+
+
+class PostFinal(StorageError):
+    """A post recorded as posted is final: it cannot be settled again."""
 
 
 class PostInProgress(StorageError):

@@ -14,7 +14,7 @@ await db.begin_post(platform, candidate_id=None, text=None, requested_by_id=None
         leaves the window (on SQLite the check and the insert are serialised with other writers).
 await db.settle_post(post_id, status, remote_id=None, url=None, error=None, at=None) -> PostInfo
         the publisher's outcome: status is "posted", "failed" or "unknown". A post recorded as posted is final:
-        settling it again is refused (AlreadyPosted), whatever the new status or URL
+        settling it again is refused (PostFinal), whatever the new status or URL
 await db.settle_post_by_hand(post_id, status, url=None, remote_id=None, by=None, at=None) -> PostInfo
         what a person found on the platform (`proverbot db settle-post`), audited in the same transaction with what
         changed: a pending or unknown post becomes "posted" or "failed"; a failed one may become "posted" (the
@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from storage.db import DatabaseCore, aware, record
 from storage.errors import (
     AlreadyPosted,
+    PostFinal,
     PostInProgress,
     QuotaReached,
     StorageError,
@@ -179,9 +180,8 @@ class PostsAPI(DatabaseCore):
         if post is None:
             raise not_found("post", post_id)
         if post.status == "posted":
-            raise AlreadyPosted(f"Post #{post.id} on {post.platform} is already posted ({where(post)}): that is final, "
-                                "so there is nothing to settle (settling is for pending, unknown or failed posts).",
-                                post.id, post.platform, post.url, post.remote_id)
+            raise PostFinal(f"Post #{post.id} on {post.platform} is already posted ({where(post)}): that is final, "
+                            "so there is nothing to settle (settling is for pending, unknown or failed posts).")
         return post
 
     async def get_post(self, post_id: int) -> PostInfo:

@@ -57,6 +57,15 @@ def private_log(tmp_path, monkeypatch):
     monkeypatch.setenv("PROVERBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
 
 
+@pytest.fixture(autouse=True)
+def forgotten_secrets(monkeypatch):
+    """The secrets a test's settings or publishers remember (chatbot.scrub) are masked in that test only: a short
+    test password such as "secret" must not mask the word in the next test's messages."""
+    from chatbot import scrub
+
+    monkeypatch.setattr(scrub, "_masked", ())
+
+
 @pytest_asyncio.fixture(loop_scope="function")
 async def db():
     """The test's private log, started (migrated) and closed."""

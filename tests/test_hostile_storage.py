@@ -14,7 +14,7 @@ import pytest
 from chatbot.cli import main
 from chatbot.publishers import TooLong
 from chatbot.publishers.lengths import x_limits
-from storage import AlreadyPosted, Database, NewCandidate, NotFound, StorageError, Unusable
+from storage import Database, NewCandidate, NotFound, PostFinal, StorageError, Unusable
 from tests.fakes.loopback import guard_network
 from tests.test_publish_x import ENV
 from tests.test_storage_api import fresh_url
@@ -110,10 +110,10 @@ API_ROWS = [
     ("settle a missing post", lambda db: db.settle_post_by_hand(7, "posted"), NotFound,
      "There is no post #7 in the log."),
     ("replace the URL of a posted post",
-     lambda db: db.settle_post_by_hand(POSTED, "posted", url="https://evil.example/x"), AlreadyPosted,
+     lambda db: db.settle_post_by_hand(POSTED, "posted", url="https://evil.example/x"), PostFinal,
      (f"Post #{POSTED} on x is already posted ({POSTED_URL}): that is final, so there is nothing to settle "
       "(settling is for pending, unknown or failed posts).")),
-    ("the publisher settles a posted post", lambda db: db.settle_post(POSTED, "failed"), AlreadyPosted,
+    ("the publisher settles a posted post", lambda db: db.settle_post(POSTED, "failed"), PostFinal,
      f"Post #{POSTED} on x is already posted ({POSTED_URL})"),
     ("settle a failed post as failed", lambda db: db.settle_post_by_hand(FAILED, "failed"), StorageError,
      f"Post #{FAILED} on x is already recorded as failed: nothing to settle (it can be posted again)."),

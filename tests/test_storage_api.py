@@ -19,6 +19,7 @@ from storage import (
     NewCandidate,
     NewerSchema,
     NotFound,
+    PostFinal,
     PostInProgress,
     ScheduleError,
     StorageError,
@@ -320,7 +321,7 @@ async def test_settle_post_rules(db):
         await db.settle_post(post.id, "pending")
     await db.settle_post(post.id, "posted", url="https://x/1")
     for status in ("failed", "posted"):  # posted is final: not undone, its link not replaced
-        with pytest.raises(AlreadyPosted, match=f"Post #{post.id} on x is already posted \\(https://x/1\\)"):
+        with pytest.raises(PostFinal, match=f"Post #{post.id} on x is already posted \\(https://x/1\\)"):
             await db.settle_post(post.id, status, url="https://evil.example/2")
     assert (await db.get_post(post.id)).url == "https://x/1"
     with pytest.raises(NotFound):
