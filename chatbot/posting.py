@@ -100,6 +100,11 @@ class Poster:
         await self.audit(ctx, post, f"posted: {post.url}")
         return Posted(post.id, post.candidate_id, post.text, post.url, post.platform)
 
+    async def check_quota(self, ctx: Context, to: str | None = None) -> None:
+        """QuotaReached when a post from ctx on `to` (as post() chooses it) would be refused by the quota now."""
+        publisher = self.publishers.for_channel(ctx.platform, ctx.channel_id, to)
+        await self.db.check_quota(publisher.name, limits_of(publisher).posts_per_day)
+
     async def usage(self) -> list[PublisherUsage]:
         """Every configured publisher, the default first."""
         since = datetime.now(UTC) - timedelta(hours=24)

@@ -124,6 +124,7 @@ def cmd_tweet(args) -> int:
                             temperature=settings.temperature if args.temperature is None else args.temperature,
                             top_k=settings.top_k, top_p=settings.top_p, batch_size=settings.batch_size)
     request.check()
+    asyncio.run(check_quota(settings, publishers, args.to))     # a skip for cron, before a minute of sampling
     sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device)
     sampler.check(request)                              # the prefix against the run's separator, before the log
     batch = asyncio.run(generate_logged(settings, sampler, request))
@@ -137,6 +138,12 @@ async def post_one(settings, publishers, candidate_id: int | None, text: str | N
     """Post one candidate or text through the checks; the posted record, or a ProverbotError."""
     async with opened_log(settings, publishers) as poster:
         return await poster.post(cli_context(), candidate_id, text=text, to=to)
+
+
+async def check_quota(settings, publishers, to: str | None) -> None:
+    """QuotaReached when the publisher's quota leaves no post now."""
+    async with opened_log(settings, publishers) as poster:
+        await poster.check_quota(cli_context(), to)
 
 
 async def post_a_candidate(settings, publishers, generation_id: int, pick: str, seed: int | None, to: str | None):

@@ -20,6 +20,9 @@ await db.settle_post_by_hand(post_id, status, url=None, remote_id=None, by=None,
         changed: a pending or unknown post becomes "posted" or "failed"; a failed one may become "posted" (the
         platform kept a post whose call failed, e.g. after a timeout); a failed one stays failed (nothing to settle)
 await db.get_post(post_id) -> PostInfo
+await db.check_quota(platform, quota, window=timedelta(hours=24), at=None) -> None
+        QuotaReached when the quota leaves no post now (what begin_post would refuse): a cron job can skip its
+        sampling
 await db.posts_since(platform, since) -> list[PostInfo]
         for the quota: posts that went out since `since`, or may have (pending, unknown), oldest first
 await db.mark_stale_posts_unknown(before) -> int
@@ -202,6 +205,13 @@ class PostsAPI(DatabaseCore):
             f"The posting quota on {platform} is used up: {len(times)} posts in the last {hours(window)}, at most "
             f"{quota}. The next post can go out at {next_at:%H:%M} UTC (in {duration(wait)}).",
             platform, len(times), quota, next_at)
+
+    async def check_quota(self, platform: str, quota: int | None, window: timedelta = DAY,
+                          at: datetime | None = None) -> None:
+        """QuotaReached when no post on `platform` fits its quota now, as begin_post would say; nothing is written."""
+        if quota is not None:
+            async with self._read() as session:
+                await self._check_quota(session, platform, quota, window, aware(at))
 
     async def posts_since(self, platform: str, since: datetime) -> list[PostInfo]:
         query = select(Post).where(counted_since(platform, aware(since))).order_by(WHEN, Post.id)

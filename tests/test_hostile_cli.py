@@ -134,8 +134,8 @@ ROWS = [
     # tweet and post: a skip is 3 or 4, on stdout; a failure 1
     Row("post over the quota", ("post", "--text", "One too many."), 3, "proverbot: skipped: The posting quota on "
         "mastodon is used up: 1 posts in the last 24 hours, at most 1.", quota_used_up),
-    Row("tweet over the quota", TWEET, 3, "proverbot: skipped: The posting quota on mastodon is used up: 1 posts in "
-        "the last 24 hours, at most 1.", quota_used_up, samples=True),
+    Row("tweet over the quota: skipped before sampling", TWEET, 3, "proverbot: skipped: The posting quota on "
+        "mastodon is used up: 1 posts in the last 24 hours, at most 1.", quota_used_up),
     Row("post a text posted before", ("post", "--text", "a SOFT answer  turneth away wrath."), 4,
         "proverbot: skipped: That text was already posted on mastodon", posted_before),
     Row("tweet with no usable candidate", TWEET, 4, "proverbot: skipped: Nothing to post from generation #1: the "
