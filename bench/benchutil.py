@@ -61,6 +61,17 @@ def busy_warning(other_load: float | None) -> str | None:
             "slower than on an idle machine. Run again when it is idle.")
 
 
+def print_notes(notes: list[str], loads: dict[str, float | str | None]) -> None:
+    """The notes under a bench's figures, then a warning for each side whose run shared the CPU with other work
+    (loads: side -> other processes' cores during its timed part; None or "n/a" when not measured)."""
+    for note in notes:
+        print(f"  {note}")
+    for label, load in loads.items():
+        warning = busy_warning(None if load in (None, "n/a") else float(load))
+        if warning:
+            print(f"  {label}: {warning}")
+
+
 def seconds(values: list[float]) -> str:
     return ",".join(f"{v:.2f}" for v in values)
 

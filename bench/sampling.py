@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import LagMonitor, OtherLoad, busy_warning, median_of, peak_rss_mb, run_peer, seconds
+from benchutil import LagMonitor, OtherLoad, median_of, peak_rss_mb, print_notes, run_peer, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))     # proverbot's packages, imported where used, also without installing it
@@ -275,12 +275,7 @@ def main(argv=None) -> int:
     if "peer_1x1023_s" in figures:
         print(f"  gpt-2-simple:  {float(figures['peer_1x1023_s']):6.2f} s  for the tutorial's one 1023-token sample "
               f"split afterwards: {figures['speedup_vs_peer_1x1023']}x ours (goal: at least 30x)")
-    for note in notes:
-        print(f"  {note}")
-    for label, load in (("ours", ours["other"]), ("the peer's", figures.get("peer_other_processes_cores"))):
-        warning = busy_warning(None if load in (None, "n/a") else float(load))
-        if warning:
-            print(f"  {label}: {warning}")
+    print_notes(notes, {"ours": ours["other"], "the peer's": figures.get("peer_other_processes_cores")})
     tmp.cleanup()
     return 0
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import OtherLoad, busy_warning, peak_rss_mb, run_peer, seconds
+from benchutil import OtherLoad, print_notes, peak_rss_mb, run_peer, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))     # proverbot's packages, imported where used, also without installing it
@@ -188,12 +188,7 @@ def main(argv=None) -> int:
               f"{figures['peer_finetune_tokens_per_s']} tokens/s, peak resident memory "
               f"{figures['peer_finetune_peak_rss_mb']} MB"
               f" -> ours {figures['speedup_vs_peer']}x its rate (goal: at least 1.5x, memory no higher)")
-    for note in notes:
-        print(f"  {note}")
-    for label, load in (("ours", other_load), ("the peer's", figures.get("peer_other_processes_cores"))):
-        warning = busy_warning(None if load in (None, "n/a") else float(load))
-        if warning:
-            print(f"  {label}: {warning}")
+    print_notes(notes, {"ours": other_load, "the peer's": figures.get("peer_other_processes_cores")})
     tmp.cleanup()
     return 0
 
