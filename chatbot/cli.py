@@ -357,43 +357,36 @@ def cmd_health(args) -> None:
 
 def cmd_import(args) -> None:
     from model.corpus import read_corpus
-    from model.importer import load_tf_gpt2
-    from model.run import Run, is_run, save_run
+    from model.importer import import_run
 
     settings = load_settings()
     folder = Path(args.checkpoint_dir or settings.checkpoint_dir) / (args.run_name or args.path.resolve().name)
-    if is_run(folder) and not args.overwrite:
-        raise ProverbotError(f"Run {folder.name!r} already exists in {folder.parent}/: pass --overwrite or another "
-                             "--run-name.")
-    blocks = read_corpus(args.corpus, args.separator).blocks if args.corpus else []
-    model, tokenizer = load_tf_gpt2(args.path)
-    meta = {"base": "import", "source": str(args.path), "step": 0}
-    checkpoint_id = save_run(Run(folder, model, tokenizer, args.separator, blocks, meta))
+    blocks = read_corpus(args.corpus, args.separator, max_bytes=max_corpus_bytes(settings)).blocks \
+        if args.corpus else []
+    checkpoint_id = import_run(args.path, folder, blocks, args.separator, args.overwrite)
     print(f"Imported {args.path} into {folder} (checkpoint {checkpoint_id}).")
 
 
 def cmd_corpus_stats(args) -> None:
-    from model.corpus import read_corpus
-    from model.filters import fits_tweet
+    from model.corpus import corpus_stats, read_corpus
     from model.tokenizer import gpt2_tokenizer
 
     settings = load_settings()
-    corpus = read_corpus(args.corpus, args.separator, args.csv_column, max_bytes=settings.max_corpus_mb * 2**20)
-    if args.run_name:
-        tokenizer = open_sampler(settings, args.run_name, None, "cpu").tokenizer
-    else:
-        tokenizer = gpt2_tokenizer()
-    tokens = [len(ids) for ids in tokenizer(corpus.blocks)["input_ids"]]
-    words = [len(block.split()) for block in corpus.blocks]
-    longest = max(range(len(corpus.blocks)), key=lambda i: tokens[i])
-    fit = sum(fits_tweet(block) for block in corpus.blocks)
-    preview = corpus.blocks[longest].replace("\n", " ")[:60]
+    corpus = read_corpus(args.corpus, args.separator, args.csv_column, max_bytes=max_corpus_bytes(settings))
+    tokenizer = open_sampler(settings, args.run_name, None, "cpu").tokenizer if args.run_name else gpt2_tokenizer()
+    stats = corpus_stats(corpus, tokenizer)
+    preview = corpus.blocks[stats.longest].replace("\n", " ")[:60]
     print(f"{corpus.source}")
-    print(f"  blocks:        {len(corpus.blocks):,}")
-    print(f"  words:         {sum(words):,}")
-    print(f"  tokens:        {sum(tokens):,} ({'run ' + args.run_name if args.run_name else 'GPT-2 BPE'})")
-    print(f"  longest block: #{longest + 1}, {tokens[longest]} tokens, {words[longest]} words: {preview!r}...")
-    print(f"  fit a tweet:   {fit:,} of {len(corpus.blocks):,} ({fit / len(corpus.blocks):.0%})")
+    print(f"  blocks:        {stats.blocks:,}")
+    print(f"  words:         {stats.words:,}")
+    print(f"  tokens:        {stats.tokens:,} ({'run ' + args.run_name if args.run_name else 'GPT-2 BPE'})")
+    print(f"  longest block: #{stats.longest + 1}, {stats.longest_tokens} tokens, {stats.longest_words} words: "
+          f"{preview!r}...")
+    print(f"  fit a tweet:   {stats.fit_tweet:,} of {stats.blocks:,} ({stats.fit_tweet / stats.blocks:.0%})")
+
+
+def max_corpus_bytes(settings) -> int:
+    return int(settings.max_corpus_mb * 2**20)
 
 
 if __name__ == "__main__":

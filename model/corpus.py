@@ -36,6 +36,30 @@ class Corpus:
         return f"\n{self.separator}\n".join(self.blocks) + "\n"
 
 
+@dataclass(frozen=True)
+class Stats:
+    """What `proverbot corpus stats` shows: sizes, the longest block (by tokens), how many blocks fit a tweet."""
+
+    blocks: int
+    words: int
+    tokens: int
+    longest: int            # the longest block's index
+    longest_tokens: int
+    longest_words: int
+    fit_tweet: int
+
+
+def corpus_stats(corpus: Corpus, tokenizer) -> Stats:
+    """The corpus counted with `tokenizer` (a Hugging Face tokenizer: GPT-2's or a run's)."""
+    from model.filters import fits_tweet
+
+    tokens = [len(ids) for ids in tokenizer(corpus.blocks)["input_ids"]]
+    words = [len(block.split()) for block in corpus.blocks]
+    longest = max(range(len(corpus.blocks)), key=lambda i: tokens[i])
+    return Stats(len(corpus.blocks), sum(words), sum(tokens), longest, tokens[longest], words[longest],
+                 sum(fits_tweet(block) for block in corpus.blocks))
+
+
 def read_corpus(
     path: str | Path, separator: str = SEPARATOR, csv_column: str | None = None, max_bytes: int = MAX_CORPUS_BYTES
 ) -> Corpus:

@@ -8,6 +8,7 @@ Two folder layouts are understood, both holding hparams.json, encoder.json, voca
 TF keeps every Conv1D weight as [1, in, out]; Hugging Face's Conv1D is [in, out], so the import is a squeeze.
 
     model, tokenizer = load_tf_gpt2(Path("checkpoint/run1"))
+    checkpoint_id = import_run(Path("checkpoint/run1"), Path("checkpoints/mybot"), blocks)   # as a run folder
 """
 
 import json
@@ -18,7 +19,9 @@ import torch
 from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
+from model.corpus import SEPARATOR
 from model.errors import ModelError
+from model.run import Run, is_run, save_run
 from model.tfcheckpoint import TFCheckpoint
 from model.tokenizer import gpt2_tokenizer
 
@@ -37,6 +40,18 @@ def load_tf_gpt2(folder: Path, progress: bool = True) -> tuple[GPT2LMHeadModel, 
     model = GPT2LMHeadModel(gpt2_config(hparams))
     copy_weights(model, ckpt, hparams["n_layer"], progress)
     return model.eval(), tokenizer
+
+
+def import_run(source: Path, folder: Path, blocks: list[str] = (), separator: str = SEPARATOR,
+               overwrite: bool = False) -> str:
+    """The TensorFlow checkpoint in `source` saved as the run folder `folder` (blocks: its training texts, so that
+    copies of them are filtered out); returns the new checkpoint id. Refuses to replace a run unless overwrite."""
+    if is_run(folder) and not overwrite:
+        raise ModelError(f"Run {folder.name!r} already exists in {folder.parent}/: pass --overwrite or another "
+                         "--run-name.")
+    model, tokenizer = load_tf_gpt2(source)
+    meta = {"base": "import", "source": str(source), "step": 0}
+    return save_run(Run(folder, model, tokenizer, separator, list(blocks), meta))
 
 
 def required_file(folder: Path, name: str) -> Path:
