@@ -170,13 +170,15 @@ def chat_frontends(settings, core) -> list[tuple[object, Callable[[], Awaitable[
     frontends = []
     token = reveal(settings.discord_token)
     if token:
-        from chatbot.frontends.discord_bot import DiscordBot, DiscordOptions
+        from chatbot.frontends.discord_bot import DiscordBot
+        from chatbot.frontends.discord_setup import DiscordOptions
 
         bot = DiscordBot(core, DiscordOptions.from_settings(settings))
         frontends.append((bot, partial(bot.serve, token)))
     slack_secrets = (settings.slack_bot_token, settings.slack_app_token, settings.slack_signing_secret)
     if any(reveal(secret) for secret in slack_secrets):
-        from chatbot.frontends.slack_bot import SlackBot, SlackOptions, SlackTokens
+        from chatbot.frontends.slack_bot import SlackBot
+        from chatbot.frontends.slack_setup import SlackOptions, SlackTokens
 
         options = SlackOptions.from_settings(settings)
         slack = SlackBot(core, options, SlackTokens.from_settings(settings, options.http))

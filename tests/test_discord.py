@@ -11,15 +11,8 @@ from chatbot.app import run_bot
 from chatbot.config import ConfigError, load_settings
 from chatbot.context import Context
 from chatbot.core import Defaults
-from chatbot.frontends.discord_bot import (
-    LIMIT,
-    DiscordBot,
-    DiscordOptions,
-    fit,
-    invite_url,
-    pages,
-    quote,
-)
+from chatbot.frontends.discord_bot import DiscordBot
+from chatbot.frontends.discord_setup import MESSAGES, DiscordOptions, invite_url, quote
 from chatbot.scheduler import Scheduler
 from model.errors import ProverbotError
 from model.worker import ModelWorker
@@ -158,13 +151,13 @@ async def test_mentions_and_markdown_cannot_escape(fake, bot, db):
 
 async def test_text_is_cut_and_paged_to_discords_limit_with_a_mark():
     assert quote("# @here [x](http://y) _a_") == "\\# @\u200bhere \\[x](http://y) \\_a\\_"
-    assert fit("short") == "short"
-    cut = fit("é" * 5000)
-    assert len(cut) == LIMIT and cut.endswith(" … [trimmed]")
-    assert not fit("\\" * 2500).endswith("\\ … [trimmed]")          # never a dangling escape before the mark
+    assert MESSAGES.fit("short") == "short"
+    cut = MESSAGES.fit("é" * 5000)
+    assert len(cut) == MESSAGES.limit and cut.endswith(" … [trimmed]")
+    assert not MESSAGES.fit("\\" * 2500).endswith("\\ … [trimmed]")  # never a dangling escape before the mark
     lines = [f"line {i} " + "x" * 300 for i in range(20)]
-    packed = pages(lines)
-    assert all(len(page) <= LIMIT for page in packed) and len(packed) == 4
+    packed = MESSAGES.pages(lines)
+    assert all(len(page) <= MESSAGES.limit for page in packed) and len(packed) == 4
     assert "\n".join(packed) == "\n".join(lines)
 
 

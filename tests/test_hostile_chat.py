@@ -12,7 +12,7 @@ from contextlib import closing
 
 import pytest
 
-from chatbot.frontends import slack_bot
+from chatbot.frontends import slack_setup
 from chatbot.frontends.common import MAX_COMMAND
 from chatbot.frontends.console import Console
 from storage import NewCandidate
@@ -134,7 +134,7 @@ SLACK = [   # (command, its text, the answer: a refusal in full, or how a behavi
 async def slack(monkeypatch):
     guard_network(monkeypatch)                                         # nothing may leave 127.0.0.1
     async with FakeSlack() as fake:
-        monkeypatch.setattr(slack_bot, "API_URL", fake.api_url)       # the bot's Web API calls go to the fake
+        monkeypatch.setattr(slack_setup, "API_URL", fake.api_url)     # the bot's Web API calls go to the fake
         yield fake
 
 

@@ -17,18 +17,9 @@ from chatbot.app import run_bot
 from chatbot.config import ConfigError, load_settings
 from chatbot.context import Context
 from chatbot.core import Defaults
-from chatbot.frontends import slack_bot
-from chatbot.frontends.slack_bot import (
-    LIMIT,
-    PATH,
-    SlackBot,
-    SlackOptions,
-    SlackTokens,
-    fit,
-    pages,
-    quote,
-    words,
-)
+from chatbot.frontends import slack_bot, slack_setup
+from chatbot.frontends.slack_bot import SlackBot
+from chatbot.frontends.slack_setup import MESSAGES, PATH, SlackOptions, SlackTokens, quote, respond, words
 from chatbot.scheduler import Scheduler
 from model.errors import ProverbotError
 from model.worker import ModelWorker
@@ -67,7 +58,7 @@ def core(db, worker, sampler):
 async def fake(monkeypatch):
     guard_network(monkeypatch)                                         # nothing may leave 127.0.0.1
     async with FakeSlack() as fake:
-        monkeypatch.setattr(slack_bot, "API_URL", fake.api_url)       # the bot's Web API calls go to the fake
+        monkeypatch.setattr(slack_setup, "API_URL", fake.api_url)     # the bot's Web API calls go to the fake
         yield fake
 
 
@@ -161,7 +152,7 @@ async def test_the_acknowledgement_comes_before_the_work(fake, core, db):
     assert status == 200 and private(ack, "Sampling…") and time.monotonic() - started < 3
     assert fake.messages == []                            # the candidates are still on their way
     release.set()
-    await fake.until(lambda: not bot.in_flight)
+    await fake.until(lambda: not bot.in_flight.tasks)
     assert fake.answers(body)[0]["text"].startswith("ada asked: [")
     assert len(fake.reactions) == 2 * len(fake.messages) > 0
 
@@ -197,22 +188,22 @@ async def test_mentions_and_formatting_cannot_escape(fake, bot, db):
 async def test_text_is_escaped_cut_and_paged_to_slacks_limit_with_a_mark():
     assert quote("<!here> a & b @everyone") == "&lt;!here&gt; a &amp; b @\u200beveryone"
     assert words("prefix:“thou &amp; thee” count:3 x&lt;y") == ["prefix:thou & thee", "count:3", "x<y"]
-    assert fit("short") == "short"
-    cut = fit("é" * 5000)
-    assert len(cut) == LIMIT and cut.endswith(" … [trimmed]")
+    assert MESSAGES.fit("short") == "short"
+    cut = MESSAGES.fit("é" * 5000)
+    assert len(cut) == MESSAGES.limit and cut.endswith(" … [trimmed]")
     for shift in range(5):                                 # never half an escape before the mark
-        assert fit("x" * shift + quote("<" * 2000)).removesuffix(" … [trimmed]").endswith("&lt;")
+        assert MESSAGES.fit("x" * shift + quote("<" * 2000)).removesuffix(" … [trimmed]").endswith("&lt;")
     lines = [f"line {i} " + "x" * 900 for i in range(20)]
-    packed = pages(lines)
-    assert all(len(page) <= LIMIT for page in packed) and len(packed) == 5
+    packed = MESSAGES.pages(lines)
+    assert all(len(page) <= MESSAGES.limit for page in packed) and len(packed) == 5
     assert "\n".join(packed) == "\n".join(lines)
 
 
-async def test_long_answers_take_at_most_five_responses(fake, bot):
+async def test_long_answers_take_at_most_five_responses(fake):
     body = fake.command("/history")
-    await bot.respond(body["response_url"], [f"line {i} " + "x" * 900 for i in range(40)])
+    await respond(body["response_url"], [f"line {i} " + "x" * 900 for i in range(40)])
     answers = fake.answers(body)
-    assert len(answers) == 5 and all(len(a["text"]) <= LIMIT for a in answers)
+    assert len(answers) == 5 and all(len(a["text"]) <= MESSAGES.limit for a in answers)
     assert answers[-1]["text"].endswith(" … [trimmed]") and answers[0]["text"].startswith("line 0 ")
 
 
@@ -402,9 +393,9 @@ async def served_http(fake, core):
     """The bot serving HTTP mode on a free loopback port; yields its events URL."""
     bot = make_bot(core, process_before_response=False, http=True, host="127.0.0.1", port=0)
     task = asyncio.create_task(bot.serve())
-    await fake.until(lambda: bot.server is not None)
+    await fake.until(lambda: bot.connection.server is not None)
     assert bot.healthy()
-    yield f"http://127.0.0.1:{bot.server.addresses[0][1]}{PATH}"
+    yield f"http://127.0.0.1:{bot.connection.server.addresses[0][1]}{PATH}"
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert not bot.healthy()

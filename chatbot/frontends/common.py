@@ -1,12 +1,14 @@
 """What the chat front ends share below the command flows: reading a command's words, naming a candidate, the
-permission error, and fitting text to a message.
+permission error, fitting text to a platform's messages, and the commands in flight at shutdown.
 
     words('/proverb prefix:"thou shalt" count:3')              # shell-like words; a command too long is refused
     options = parse_options(["prefix:thou shalt", "count:3"], PROVERB_KEYS)     # {"prefix": ..., "count": "3"}
     candidate = await candidate_id(core, ctx, "#12")          # "N" (the latest batch here) or "#ID" (shown here)
     kwargs = schedule_options(["time:09:30", "window:10"])    # for core.set_schedule
     named, to = post_options(["2", "to:mastodon"])            # ("2", "mastodon") for core.post
-    fit(text, 2000), pages(lines, 2000)                        # cut (with a visible mark) and packed into messages
+    messages = Messages(4000, dangling=r"&[a-z]{0,3}")         # a platform's limit (Slack's) and escapes
+    messages.fit(text), messages.pages(lines)                  # cut (with a visible mark) and packed into messages
+    task = in_flight.track(); await in_flight.finish()         # the commands in flight, let finish at shutdown
 
 The console, Discord and Slack read the same key:value words and candidate references and say the same errors.
 """
@@ -18,6 +20,7 @@ import logging
 import re
 import shlex
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from chatbot.context import Context
 from chatbot.core import BadRequest, Core
@@ -131,34 +134,61 @@ async def candidate_id(core: Core, ctx: Context, text: str) -> int:
     return number
 
 
-def fit(text: str, limit: int, dangling: str = "") -> str:
-    """text cut to `limit` characters, with a visible mark when something was cut; `dangling` (a regular
-    expression) matches what must not be left at the end of the cut, such as half an escape."""
-    if len(text) <= limit:
-        return text
-    kept = text[:limit - len(TRIMMED)]
-    return (re.sub(f"(?:{dangling})$", "", kept) if dangling else kept) + TRIMMED
+def vote_hint(marks: Iterable[str]) -> str:
+    """How to vote in a chat channel, e.g. "React with 👍 or 🔥 to vote; /post posts the top-voted."."""
+    return f"React with {' or '.join(marks)} to vote; /post posts the top-voted."
 
 
-def pages(lines: Iterable[str], limit: int, dangling: str = "") -> list[str]:
-    """Lines packed into as few messages of `limit` characters as they fit (a line too long for one is cut)."""
-    out: list[str] = []
-    for line in lines:
-        line = fit(line, limit, dangling)
-        if out and len(out[-1]) + 1 + len(line) <= limit:
-            out[-1] += "\n" + line
-        else:
-            out.append(line)
-    return out
+@dataclass(frozen=True)
+class Messages:
+    """A platform's messages: at most `limit` characters each; `dangling` (a regular expression) matches what a cut
+    text must not end in, such as half an escape."""
+
+    limit: int
+    dangling: str
+
+    def fit(self, text: str, limit: int | None = None) -> str:
+        """text cut to `limit` characters (default: a message's), with a visible mark when something was cut."""
+        limit = self.limit if limit is None else limit
+        if len(text) <= limit:
+            return text
+        return re.sub(f"(?:{self.dangling})$", "", text[:limit - len(TRIMMED)]) + TRIMMED
+
+    def pages(self, lines: Iterable[str]) -> list[str]:
+        """Lines packed into as few messages as they fit (a line too long for one is cut)."""
+        out: list[str] = []
+        for line in lines:
+            line = self.fit(line)
+            if out and len(out[-1]) + 1 + len(line) <= self.limit:
+                out[-1] += "\n" + line
+            else:
+                out.append(line)
+        return out
 
 
-async def finish_in_flight(tasks: set[asyncio.Task], grace: float = SHUTDOWN_GRACE) -> None:
-    """Let the commands in flight answer (within `grace` seconds: Docker kills after 10), then cancel the rest:
-    a cancelled /proverb is logged as failed, a cancelled /post as unknown (it may have gone out)."""
-    if not tasks:
-        return
-    log.info("shutting down: waiting up to %g s for %d command(s) in flight", grace, len(tasks))
-    _, late = await asyncio.wait(set(tasks), timeout=grace)
-    for task in late:
-        task.cancel()
-    await asyncio.gather(*late, return_exceptions=True)
+class InFlight:
+    """The commands in flight (the tasks running them), so that a shutdown lets them answer first."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task] = set()
+
+    def track(self) -> asyncio.Task:
+        """The current task (running a command), kept until it is done or forgotten."""
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def forget(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+
+    async def finish(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Let the commands in flight answer (within `grace` seconds: Docker kills after 10), then cancel the rest:
+        a cancelled /proverb is logged as failed, a cancelled /post as unknown (it may have gone out)."""
+        if not self.tasks:
+            return
+        log.info("shutting down: waiting up to %g s for %d command(s) in flight", grace, len(self.tasks))
+        _, late = await asyncio.wait(set(self.tasks), timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)

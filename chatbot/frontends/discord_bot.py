@@ -9,103 +9,35 @@ vote emoji pre-added; reactions on those messages are votes (raw events, so mess
 too; bots never count). /post, /schedule daily and /schedule off need the configured role or permission. Every
 parameter is checked again, since Discord clients can send values outside the declared ranges (and at most 1,000
 characters of a command's options are read); a bad one gets an error only its sender sees. Nothing the
-bot sends can ping anyone: allowed_mentions is none on every message, and generated or user-given text has its
-markdown and mentions escaped and is cut to Discord's 2,000 characters with a visible mark.
-
-The bot asks only for the guilds and guild-reactions intents (no privileged message-content intent).
+bot sends can ping anyone, and text is cut to Discord's 2,000 characters with a visible mark (the rules, settings
+and serving are in chatbot/frontends/discord_setup.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zoneinfo
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from chatbot.config import ConfigError
 from chatbot.context import Context
 from chatbot.core import COUNT, LENGTH, MAX_PREFIX, TEMPERATURE, WINDOW, BadRequest, Core
-from chatbot.frontends import common, flows
-from chatbot.frontends.common import MAX_COMMAND, NotAllowed, check_length, finish_in_flight
+from chatbot.frontends import flows
+from chatbot.frontends.common import vote_hint
+from chatbot.frontends.discord_setup import MESSAGES, NO_PINGS, DiscordClient, DiscordOptions, check_may_post, quote
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-LIMIT = 2000                        # characters in one Discord message
-DANGLING = r"\\+"                   # a cut text must not end in half an escape (a backslash)
-NO_PINGS = discord.AllowedMentions.none()
-# What the bot needs in a channel: to see it, send the scheduled batches, add the vote reactions (which needs the
-# message history). Slash-command answers go through the interaction itself.
-PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, add_reactions=True, read_message_history=True)
-
-
-def invite_url(application_id: int) -> str:
-    """The link that adds the bot to a server with exactly the permissions it needs, and its slash commands."""
-    return discord.utils.oauth_url(application_id, permissions=PERMISSIONS, scopes=("bot", "applications.commands"))
-
-
-@dataclass(frozen=True)
-class DiscordOptions:
-    guild_id: int | None = None                               # sync commands to this server only (development)
-    post_roles: tuple[str, ...] = ()                          # role names or ids that may /post
-    post_permission: str = "manage_guild"                     # ... as may members with this permission
-    vote_emoji: tuple[str, ...] = field(default=("👍",))
-
-    def __post_init__(self) -> None:
-        if self.post_permission not in discord.Permissions.VALID_FLAGS:
-            raise ConfigError(f"discord_post_permission {self.post_permission!r} is not a Discord permission; use "
-                              "e.g. manage_guild, manage_messages or administrator.")
-        if not self.vote_emoji or any(not emoji.strip() or len(emoji) > 64 for emoji in self.vote_emoji):
-            raise ConfigError("discord_vote_emoji needs at least one emoji, each a unicode emoji or <:name:id>.")
-
-    @classmethod
-    def from_settings(cls, settings) -> DiscordOptions:
-        return cls(settings.discord_guild_id, tuple(settings.discord_post_roles), settings.discord_post_permission,
-                   tuple(settings.discord_vote_emoji))
-
-
-def quote(text: str) -> str:
-    """Generated or user-given text, shown as it is: no markdown, no mentions."""
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
-
-
-def fit(text: str, limit: int = LIMIT) -> str:
-    """text cut to `limit` characters, with a visible mark when something was cut."""
-    return common.fit(text, limit, DANGLING)
-
-
-def pages(lines: Iterable[str], limit: int = LIMIT) -> list[str]:
-    """Lines packed into as few messages as fit Discord's limit (a line too long for one is trimmed)."""
-    return common.pages(lines, limit, DANGLING)
 
 
 def context(interaction: discord.Interaction) -> Context:
     guild = interaction.guild_id
     return Context(PLATFORM, channel_id=str(interaction.channel_id), user_id=str(interaction.user.id),
                    user_name=interaction.user.display_name, server_id=str(guild) if guild else None)
-
-
-def typed(options: list[dict]) -> int:
-    """The characters typed into a command's options (its subcommand's included), as Discord sent them."""
-    return sum(len(str(option.get("value", ""))) + typed(option.get("options", [])) for option in options)
-
-
-def check_may_post(interaction: discord.Interaction, options: DiscordOptions) -> None:
-    permissions = interaction.permissions
-    if permissions.administrator or getattr(permissions, options.post_permission, False):
-        return
-    roles = getattr(interaction.user, "roles", [])
-    if any(str(role.id) in options.post_roles or role.name in options.post_roles for role in roles):
-        return
-    needed = options.post_permission.replace("_", " ")
-    named = f" or the role {' / '.join(options.post_roles)}" if options.post_roles else ""
-    raise NotAllowed(f"Posting and schedules need the {needed} permission{named}.")
 
 
 class DiscordChannel:
@@ -115,10 +47,10 @@ class DiscordChannel:
     def __init__(self, bot: DiscordBot, ctx: Context, followup: discord.Webhook | None = None) -> None:
         self.bot, self.ctx, self.followup = bot, ctx, followup
         self.hint, self.marks = bot.vote_hint, bot.options.vote_emoji
-        self.quote, self.pages = quote, pages
+        self.quote, self.pages = quote, MESSAGES.pages
 
     async def send(self, text: str) -> str:
-        message = {"content": fit(text), "allowed_mentions": NO_PINGS}
+        message = {"content": MESSAGES.fit(text), "allowed_mentions": NO_PINGS}
         sent = await (self.followup.send(wait=True, **message) if self.followup else self.here().send(**message))
         return str(sent.id)
 
@@ -143,7 +75,7 @@ class DiscordReply:
             await self.interaction.response.defer(thinking=True)
 
     async def answer(self, lines: list[str], private: bool = True) -> None:
-        first, *rest = pages(lines)
+        first, *rest = MESSAGES.pages(lines)
         if not self.interaction.response.is_done():
             await self.interaction.response.send_message(first, ephemeral=private, allowed_mentions=NO_PINGS)
         else:
@@ -233,8 +165,8 @@ class Proverbs(commands.Cog):
             rows = await self.core.votes(context(interaction))
         except ProverbotError:
             return []
-        choices = [app_commands.Choice(name=fit(f"{number}. ({row.votes}) {row.text}", 100), value=str(number))
-                   for number, row in enumerate(rows, 1)]
+        choices = [app_commands.Choice(name=MESSAGES.fit(f"{number}. ({row.votes}) {row.text}", 100),
+                                       value=str(number)) for number, row in enumerate(rows, 1)]
         return [choice for choice in choices if current.lower() in choice.name.lower()][:25]
 
     # --- history, status and schedules -----------------------------------------------------------------------
@@ -276,48 +208,21 @@ class Proverbs(commands.Cog):
         await flows.schedule_off(self.core, *self.here(interaction))
 
 
-class Tree(app_commands.CommandTree):
-    """The command tree, keeping track of the commands in flight so that a shutdown can let them finish."""
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        task = asyncio.current_task()                 # the task discord.py runs this command (or autocomplete) in
-        self.client.in_flight.add(task)
-        task.add_done_callback(self.client.in_flight.discard)
-        size = typed((interaction.data or {}).get("options", []))    # declared ranges are not enforced on arrival
-        if size > MAX_COMMAND and interaction.type is discord.InteractionType.autocomplete:
-            return False
-        try:
-            check_length(size)
-        except BadRequest as err:
-            raise app_commands.CheckFailure(str(err)) from None
-        return True
-
-
-class DiscordBot(commands.Bot):
-    """The bot: the Proverbs cog, command sync at start, and what the scheduler needs (chatbot.scheduler.Frontend)."""
+class DiscordBot(DiscordClient):
+    """The bot: the Proverbs cog, its errors told to the sender, and what the scheduler needs
+    (chatbot.scheduler.Frontend)."""
 
     platform = PLATFORM
 
     def __init__(self, core: Core, options: DiscordOptions | None = None, **client_options) -> None:
-        intents = discord.Intents.none()
-        intents.guilds = True                 # channels and roles; no member list, no message content
-        intents.guild_reactions = True        # the votes
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, allowed_mentions=NO_PINGS,
-                         help_command=None, tree_cls=Tree, **client_options)
-        self.in_flight: set[asyncio.Task] = set()
+        super().__init__(options or DiscordOptions(), **client_options)
         self.core = core
-        self.options = options or DiscordOptions()
-        self.vote_hint = f"React with {' or '.join(self.options.vote_emoji)} to vote; /post posts the top-voted."
+        self.vote_hint = vote_hint(self.options.vote_emoji)
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
         await self.add_cog(Proverbs(self))
-        guild = discord.Object(self.options.guild_id) if self.options.guild_id else None
-        if guild is not None:
-            self.tree.copy_global_to(guild=guild)
-        synced = await self.tree.sync(guild=guild)
-        log.info("synced %d slash commands %s", len(synced),
-                 f"to server {self.options.guild_id}" if guild else "globally (they may take a while to appear)")
+        await super().setup_hook()            # the commands synced
 
     async def on_app_command_error(self, interaction: discord.Interaction,
                                    error: app_commands.AppCommandError) -> None:
@@ -331,27 +236,7 @@ class DiscordBot(commands.Bot):
         except discord.HTTPException:
             log.warning("could not tell %s why %s failed: %s", interaction.user.id, name, cause)
 
-    async def on_ready(self) -> None:
-        log.info("logged in to Discord as %s (%s) in %d server(s); invite it with %s", self.user, self.user.id,
-                 len(self.guilds), invite_url(self.application_id))
-
-    async def serve(self, token: str) -> None:
-        """Log in and stay connected (reconnecting as needed) until cancelled or closed."""
-        try:
-            try:
-                await self.login(token)
-            except discord.LoginFailure:
-                raise ProverbotError("Discord refused DISCORD_TOKEN (401): copy the bot token again from the "
-                                     "Developer Portal (Bot → Reset Token).") from None
-            await self.connect()
-        finally:
-            await finish_in_flight(self.in_flight)
-            await self.close()
-
-    # --- chatbot.scheduler.Frontend --------------------------------------------------------------------------
-
-    def healthy(self) -> bool:
-        return self.is_ready() and not self.is_closed() and self.latency != float("inf")
+    # --- chatbot.scheduler.Frontend (healthy: DiscordClient's) -----------------------------------------------
 
     def channel(self, ctx: Context) -> DiscordChannel:
         return DiscordChannel(self, ctx)
