@@ -33,6 +33,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def log_id(text: str) -> int:
+    """An id in the log, as a whole number of any size: "12" -> 12; the log says "there is no post #0" (or
+    #99999999999999999999) like any id it does not hold; "x" -> one clear line."""
+    try:
+        return int(text)
+    except ValueError:
+        shown = text if len(text) <= 30 else text[:30] + "…"
+        raise argparse.ArgumentTypeError(f"not a whole number: {shown!r}") from None
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """Which run to sample from, and the prefix and temperature: `generate` and `tweet` take these."""
     p.add_argument("--run-name", help="run to sample from (default: the most recently trained)")

@@ -19,7 +19,7 @@ import random
 import sys
 from contextlib import asynccontextmanager
 
-from chatbot.arguments import add_sampling_arguments, positive_int
+from chatbot.arguments import add_sampling_arguments, log_id, positive_int
 from chatbot.config import load_settings
 from chatbot.context import cli_context
 from chatbot.exitcodes import EPILOG
@@ -58,7 +58,7 @@ def add_commands(commands) -> None:
                                description="Post through the same checks as the bot: length, earlier posts, quota.",
                                epilog=EPILOG)
     what = post.add_mutually_exclusive_group(required=True)
-    what.add_argument("--candidate", type=positive_int, metavar="ID", help="a candidate's id in the log "
+    what.add_argument("--candidate", type=log_id, metavar="ID", help="a candidate's id in the log "
                       "(see `proverbot history --kind candidates`)")
     what.add_argument("--text", help="a text of your own")
     post.add_argument("--to", help="publisher: x, mastodon, bluesky or dryrun (default: publish_to)")

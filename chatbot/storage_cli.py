@@ -24,7 +24,7 @@ import sys
 from dataclasses import asdict, fields
 from datetime import datetime
 
-from chatbot.arguments import positive_int
+from chatbot.arguments import log_id, positive_int
 from chatbot.config import load_settings
 
 # storage (SQLAlchemy, Alembic) is imported by the commands that use it: other commands start no slower.
@@ -60,7 +60,7 @@ def add_commands(commands) -> None:
                     "A failed post may also be settled as posted, when a call that failed (a timeout, say) left the "
                     "post online after all. A posted post is final and cannot be settled again. Every settle is "
                     "written to the audit trail with what changed (`history --kind audit`).")
-    settle.add_argument("post_id", type=positive_int, metavar="ID",
+    settle.add_argument("post_id", type=log_id, metavar="ID",
                         help="the post's number (see `history --kind posts`)")
     settle.add_argument("status", choices=["posted", "failed"],
                         help="posted: it is online; failed: it is not (retry allowed)")
