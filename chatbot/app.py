@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from chatbot import health
+from chatbot.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ MARGIN = 60.0       # seconds past the longest a request (or a post) can take, b
 
 # -- the model ------------------------------------------------------------------------------------------------
 
-def open_sampler(settings, run_name: str | None, checkpoint_dir: str | None, device: str | None,
+def open_sampler(settings: Settings, run_name: str | None, checkpoint_dir: str | None, device: str | None,
                  dtype: str | None = None):
     """A model.sample.Sampler of the run (default: settings' run_name, else the most recently trained)."""
     from model.base import pick_device
@@ -54,7 +55,7 @@ def training_report(result) -> str:
     return report
 
 
-def train_default_if_missing(settings):
+def train_default_if_missing(settings: Settings):
     """Train the embedded default into checkpoint_dir when it holds no run yet: the model.train.TrainResult (its
     `stopped` says whether Ctrl-C or SIGTERM cut it short), or None when a run was there."""
     from model.run import list_runs
@@ -73,7 +74,7 @@ def train_default_if_missing(settings):
 
 # -- the log --------------------------------------------------------------------------------------------------
 
-async def open_log(settings):
+async def open_log(settings: Settings):
     """The bot's log, started: what a stopped bot left pending is settled (posts: unknown, with a warning;
     generations: failed)."""
     from storage import Database
@@ -88,7 +89,7 @@ async def open_log(settings):
 
 
 @asynccontextmanager
-async def cli_log(settings) -> AsyncIterator:
+async def cli_log(settings: Settings) -> AsyncIterator:
     """The log for one command, closed after. A bot may be running on it, so only what is older than the longest
     it could take is settled: pending posts become unknown (with a warning), pending generations failed."""
     from chatbot.publishers.remote import longest_publish
@@ -110,7 +111,7 @@ async def cli_log(settings) -> AsyncIterator:
         await db.close()
 
 
-async def generate_logged(settings, sampler, request):
+async def generate_logged(settings: Settings, sampler, request):
     """Candidates for `request`, logged as a generation of platform "cli" by the core's workflow
     (chatbot.core.generate), in a model worker like the bot's: the event loop stays free, so Ctrl-C marks the
     generation failed at once, and a request takes at most sample_timeout. Returns the model.sample.CandidateBatch,
@@ -127,7 +128,7 @@ async def generate_logged(settings, sampler, request):
 
 # -- the bot --------------------------------------------------------------------------------------------------
 
-async def run_bot(settings) -> None:
+async def run_bot(settings: Settings) -> None:
     """The bot: the log, one model worker, the publishers, the daily scheduler and every front end whose
     credentials are set (Discord: DISCORD_TOKEN; Slack: SLACK_BOT_TOKEN with SLACK_APP_TOKEN or, in HTTP mode,
     SLACK_SIGNING_SECRET); with none, the terminal. Ends when a front end does
@@ -161,7 +162,7 @@ async def run_bot(settings) -> None:
         await db.close()
 
 
-def chat_frontends(settings, core) -> list[tuple[object, Callable[[], Awaitable[None]]]]:
+def chat_frontends(settings: Settings, core) -> list[tuple[object, Callable[[], Awaitable[None]]]]:
     """(front end, what serves it) for every chat platform with credentials (the settings discord_token, slack_*:
     DISCORD_TOKEN, SLACK_BOT_TOKEN, ... in the environment, a .env file or proverbot.toml); else the terminal. Every
     front end's settings are checked before any starts."""

@@ -19,8 +19,8 @@ import argcomplete
 from chatbot import health, publish_cli, storage_cli
 from chatbot.app import generate_logged, open_sampler, run_bot, train_default_if_missing, training_report
 from chatbot.arguments import Parser, add_sampling_arguments, positive_int
+from chatbot.config import Settings, load_settings
 from chatbot.config import describe as describe_settings
-from chatbot.config import load_settings
 from chatbot.exitcodes import STOPPED, ExitCode, for_error
 from chatbot.scrub import install_log_filter, scrub
 from proverbot_errors import ProverbotError
@@ -273,7 +273,7 @@ def cmd_generate(args) -> None:
         print(f"Wrote {len(texts)} samples to {args.destination_path}.", file=sys.stderr)
 
 
-def generate_texts(args, settings) -> list[str]:
+def generate_texts(args, settings: Settings) -> list[str]:
     """`proverbot generate`'s samples: raw (--nsamples), or usable candidates, logged, with a summary on stderr."""
     from model.sample import SampleRequest
 
@@ -385,7 +385,7 @@ def cmd_corpus_stats(args) -> None:
     print(f"  fit a tweet:   {stats.fit_tweet:,} of {stats.blocks:,} ({stats.fit_tweet / stats.blocks:.0%})")
 
 
-def max_corpus_bytes(settings) -> int:
+def max_corpus_bytes(settings: Settings) -> int:
     return int(settings.max_corpus_mb * 2**20)
 
 

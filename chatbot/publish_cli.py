@@ -20,7 +20,7 @@ import sys
 from contextlib import asynccontextmanager
 
 from chatbot.arguments import add_sampling_arguments, log_id, positive_int
-from chatbot.config import load_settings
+from chatbot.config import Settings, load_settings
 from chatbot.context import cli_context
 from chatbot.exitcodes import EPILOG
 from proverbot_errors import ProverbotError
@@ -134,19 +134,20 @@ def cmd_tweet(args) -> int:
     return 0
 
 
-async def post_one(settings, publishers, candidate_id: int | None, text: str | None, to: str | None):
+async def post_one(settings: Settings, publishers, candidate_id: int | None, text: str | None, to: str | None):
     """Post one candidate or text through the checks; the posted record, or a ProverbotError."""
     async with opened_log(settings, publishers) as poster:
         return await poster.post(cli_context(), candidate_id, text=text, to=to)
 
 
-async def check_quota(settings, publishers, to: str | None) -> None:
+async def check_quota(settings: Settings, publishers, to: str | None) -> None:
     """QuotaReached when the publisher's quota leaves no post now."""
     async with opened_log(settings, publishers) as poster:
         await poster.check_quota(cli_context(), to)
 
 
-async def post_a_candidate(settings, publishers, generation_id: int, pick: str, seed: int | None, to: str | None):
+async def post_a_candidate(settings: Settings, publishers, generation_id: int, pick: str, seed: int | None,
+                           to: str | None):
     """Post the picked usable candidate of the generation; one already posted (or being posted) is passed over for
     the next in the order of the pick. NothingToPost when none is left."""
     from storage import AlreadyPosted, PostInProgress
@@ -183,7 +184,7 @@ def score(text: str) -> int:
 
 
 @asynccontextmanager
-async def opened_log(settings, publishers):
+async def opened_log(settings: Settings, publishers):
     """The log for one command (chatbot.app.cli_log: what a stopped run left pending is settled first), with a
     Poster on it. Closed after."""
     from chatbot.app import cli_log

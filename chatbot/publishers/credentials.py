@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatbot.config import Settings
 from proverbot_errors import ProverbotError
 
 X_SETTINGS = {"consumer_key": "twitter_consumer_key", "consumer_secret": "twitter_consumer_secret",
@@ -55,7 +56,7 @@ class XCredentials:
         return problems
 
 
-def x_credentials(settings) -> XCredentials | None:
+def x_credentials(settings: Settings) -> XCredentials | None:
     """X's credentials from the four twitter_* settings, else from the file twitter_credentials_file (when set),
     else None."""
     found = {field: reveal(getattr(settings, name)) for field, name in X_SETTINGS.items()}
@@ -94,7 +95,7 @@ def read_x_file(path: Path) -> XCredentials:
     return XCredentials(**{field: data[key].strip() for field, key in X_FILE_KEYS.items()}, source=str(path))
 
 
-def pair(settings, first: str, second: str) -> tuple[str, str] | None:
+def pair(settings: Settings, first: str, second: str) -> tuple[str, str] | None:
     """Two settings that go together (e.g. an instance URL and its access token) as plain strings, or None when
     neither is set; CredentialsError naming the missing one when only one is."""
     values = [reveal(getattr(settings, name)) for name in (first, second)]

@@ -9,7 +9,7 @@ libraries are imported only for the publishers configured. Incomplete credential
 or a publish_to / publish_channels naming a publisher that is not configured are ConfigErrors.
 """
 
-from chatbot.config import ConfigError
+from chatbot.config import ConfigError, Settings
 from chatbot.publishers import Publisher
 from chatbot.publishers.credentials import pair, x_credentials
 from chatbot.publishers.dryrun import DryRunPublisher
@@ -17,11 +17,11 @@ from chatbot.publishers.lengths import x_limits
 from chatbot.publishers.registry import Publishers, UnknownPublisher
 
 
-def build_publishers(settings) -> Publishers:
+def build_publishers(settings: Settings) -> Publishers:
     return assemble(configured_publishers(settings), settings)
 
 
-def assemble(real: list[Publisher], settings) -> Publishers:
+def assemble(real: list[Publisher], settings: Settings) -> Publishers:
     """The Publishers to post through, given the real publishers configured: the dry run when there are none or
     dry_run is set."""
     if real and not settings.dry_run:
@@ -33,7 +33,7 @@ def assemble(real: list[Publisher], settings) -> Publishers:
     return registry([dry], settings, stand_ins=[publisher.name for publisher in real], note=note)
 
 
-def configured_publishers(settings) -> list[Publisher]:
+def configured_publishers(settings: Settings) -> list[Publisher]:
     """The real publishers whose credentials are set, in the order X, Mastodon, Bluesky (not yet connected)."""
     options = {"timeout": settings.publish_timeout, "attempts": settings.publish_attempts}
     found: list[Publisher] = []
@@ -58,7 +58,7 @@ def configured_publishers(settings) -> list[Publisher]:
     return found
 
 
-def registry(publishers: list[Publisher], settings, **options) -> Publishers:
+def registry(publishers: list[Publisher], settings: Settings, **options) -> Publishers:
     try:
         return Publishers(publishers, default=settings.publish_to or None, channels=settings.publish_channels,
                           **options)
