@@ -12,13 +12,11 @@ from contextlib import closing
 
 import pytest
 
-from chatbot.frontends import slack_setup
 from chatbot.frontends.common import MAX_COMMAND
 from chatbot.frontends.console import Console
 from storage import NewCandidate
 from tests.fakes.discord_api import CHANNEL_ID, MANAGE_GUILD, FakeDiscord
-from tests.fakes.loopback import guard_network
-from tests.fakes.slack_api import CHANNEL, FakeSlack
+from tests.fakes.slack_api import CHANNEL, fake_slack
 from tests.test_core import make_core
 from tests.test_discord import start_bot, stop_bot
 from tests.test_slack import command, make_bot
@@ -132,9 +130,7 @@ SLACK = [   # (command, its text, the answer: a refusal in full, or how a behavi
 
 @pytest.fixture
 async def slack(monkeypatch):
-    guard_network(monkeypatch)                                         # nothing may leave 127.0.0.1
-    async with FakeSlack() as fake:
-        monkeypatch.setattr(slack_setup, "API_URL", fake.api_url)     # the bot's Web API calls go to the fake
+    async with fake_slack(monkeypatch) as fake:
         yield fake
 
 

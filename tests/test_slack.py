@@ -17,7 +17,7 @@ from chatbot.app import run_bot
 from chatbot.config import ConfigError, load_settings
 from chatbot.context import Context
 from chatbot.core import Defaults
-from chatbot.frontends import slack_bot, slack_setup
+from chatbot.frontends import slack_bot
 from chatbot.frontends.slack_bot import SlackBot
 from chatbot.frontends.slack_setup import MESSAGES, PATH, SlackOptions, SlackTokens, quote, respond, words
 from chatbot.scheduler import Scheduler
@@ -25,7 +25,6 @@ from model.errors import ProverbotError
 from model.worker import ModelWorker
 from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
 from tests.fakes.discord_api import FakeDiscord
-from tests.fakes.loopback import guard_network
 from tests.fakes.slack_api import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -35,6 +34,7 @@ from tests.fakes.slack_api import (
     POSTERS,
     SIGNING_SECRET,
     FakeSlack,
+    fake_slack,
     form,
     signed,
 )
@@ -56,9 +56,7 @@ def core(db, worker, sampler):
 
 @pytest.fixture
 async def fake(monkeypatch):
-    guard_network(monkeypatch)                                         # nothing may leave 127.0.0.1
-    async with FakeSlack() as fake:
-        monkeypatch.setattr(slack_setup, "API_URL", fake.api_url)     # the bot's Web API calls go to the fake
+    async with fake_slack(monkeypatch) as fake:
         yield fake
 
 

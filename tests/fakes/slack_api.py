@@ -22,11 +22,16 @@ import hmac
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Self
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import WSMsgType, web
+
+from chatbot.frontends import slack_setup
+from tests.fakes.loopback import guard_network
 
 TEAM = "T0TEAM"
 CHANNEL = "C0PROVERBS"
@@ -214,6 +219,15 @@ class FakeSlack:
                                      "accepts_response_payload": kind == "slash_commands"})
         await self.until(lambda: envelope_id in self.acks, timeout)
         return self.acks[envelope_id]
+
+
+@asynccontextmanager
+async def fake_slack(monkeypatch) -> AsyncIterator[FakeSlack]:
+    """A running FakeSlack that the bot's Web API calls go to; nothing may leave 127.0.0.1 meanwhile."""
+    guard_network(monkeypatch)
+    async with FakeSlack() as fake:
+        monkeypatch.setattr(slack_setup, "API_URL", fake.api_url)
+        yield fake
 
 
 def slack(payload: dict) -> web.Response:
