@@ -20,7 +20,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from chatbot.config import ConfigError
+from chatbot.config import ConfigError, Settings
 from chatbot.core import BadRequest
 from chatbot.frontends.common import MAX_COMMAND, InFlight, Messages, NotAllowed, check_length
 from proverbot_errors import ProverbotError
@@ -54,7 +54,7 @@ class DiscordOptions:
             raise ConfigError("discord_vote_emoji needs at least one emoji, each a unicode emoji or <:name:id>.")
 
     @classmethod
-    def from_settings(cls, settings) -> DiscordOptions:
+    def from_settings(cls, settings: Settings) -> DiscordOptions:
         return cls(settings.discord_guild_id, tuple(settings.discord_post_roles), settings.discord_post_permission,
                    tuple(settings.discord_vote_emoji))
 

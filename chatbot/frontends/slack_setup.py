@@ -33,7 +33,7 @@ from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from chatbot.config import ConfigError
+from chatbot.config import ConfigError, Settings
 from chatbot.frontends import common
 from chatbot.frontends.common import SHUTDOWN_GRACE, Messages, NotAllowed
 from chatbot.publishers.credentials import reveal
@@ -57,7 +57,7 @@ class SlackTokens:
     signing_secret: str | None = field(default=None, repr=False)   # SLACK_SIGNING_SECRET: HTTP mode
 
     @classmethod
-    def from_settings(cls, settings, http: bool) -> SlackTokens:
+    def from_settings(cls, settings: Settings, http: bool) -> SlackTokens:
         """The tokens the mode needs, from the settings slack_bot_token, slack_app_token and slack_signing_secret
         (set as SLACK_BOT_TOKEN, ...: chatbot/config.py); ProverbotError naming a missing one's variable."""
         found = {"SLACK_BOT_TOKEN": reveal(settings.slack_bot_token),
@@ -93,7 +93,7 @@ class SlackOptions:
             raise ConfigError("slack_post_usergroups takes user group ids such as S0123ABCD, not handles.")
 
     @classmethod
-    def from_settings(cls, settings) -> SlackOptions:
+    def from_settings(cls, settings: Settings) -> SlackOptions:
         return cls(tuple(settings.slack_post_users), tuple(settings.slack_post_usergroups), settings.slack_post_admins,
                    tuple(name.strip(":") for name in settings.slack_vote_reactions), settings.slack_http,
                    settings.slack_port)
