@@ -522,7 +522,7 @@ async def test_missing_tokens_are_named(monkeypatch, environment, http, message)
     assert BOT_TOKEN not in repr(SlackTokens(BOT_TOKEN, APP_TOKEN, SIGNING_SECRET))
 
 
-def test_tokens_come_from_the_settings_under_either_name(monkeypatch):
+async def test_tokens_come_from_the_settings_under_either_name(monkeypatch):
     without_slack_tokens(monkeypatch)
     monkeypatch.setenv("PROVERBOT_SLACK_BOT_TOKEN", f"  {BOT_TOKEN}\n")
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
