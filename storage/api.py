@@ -2,8 +2,9 @@
 
     from storage import Database
 
-    db = Database(settings.database_url)        # any SQLAlchemy async URL; StorageError if unusable
-    unknown = await db.start()                  # checks, migrates, marks pending posts unknown (count)
+    db = Database(settings.database_url, heartbeat_s=settings.heartbeat_s)  # any SQLAlchemy async URL
+    unknown = await db.start()                  # checks, migrates, marks stale pending posts unknown (count)
+    await db.register_process()                 # a bot: beats in the background; what it begins is its own
     gid = await db.record_generation("discord", channel_id="c1", user_id="u1", user_name="ada", prefix="",
                                      temperature=0.7, count=5)
     gen = await db.finish_generation(gid, batch.usable + batch.rejected, duration=1.2, samples=7, tokens=300,
@@ -16,7 +17,8 @@
     await db.close()
 
 Each method is documented in the module that holds it:
-    storage/db.py           start, close, check, backup                     (DatabaseCore)
+    storage/db.py           start, register_process, beat, close, check, backup    (DatabaseCore; the "stale" rule
+                            that lets several bot processes share one log)
     storage/generations.py  record_generation, finish_generation, fail_generation, fail_stale_generations,
                             get_generation, latest_generation, set_candidate_message, candidate_by_message
     storage/votes.py        record_vote, remove_vote, clear_votes, votes_for, tally (+ winner)

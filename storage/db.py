@@ -1,14 +1,24 @@
 """The connection to the log: engine, sessions, start-up checks, migrations, check and backup.
 
 DatabaseCore(url)                      parses the URL (StorageError if malformed or its driver is missing)
+DatabaseCore(url, heartbeat_s=15.0)    (the lease of a process: 3 heartbeats)
 await db.start(migrate=True, recover=True) -> int
                                        checks the database without writing (SQLite: folder, permissions, header,
-                                       schema, revision), upgrades it to the newest schema, then marks posts left
-                                       "pending" by a previous process as "unknown" and returns how many; its
-                                       generations left "pending" become "failed" (proverbot stopped while sampling).
-                                       The bot starts with the defaults; read-only tools pass recover=False so that
-                                       they never touch a post the running bot is publishing.
-await db.close()
+                                       schema, revision), upgrades it to the newest schema, then settles what is
+                                       stale (see below): pending posts become "unknown" (returns how many), pending
+                                       generations "failed" (proverbot stopped while sampling). The bot starts with
+                                       the defaults; read-only tools pass recover=False so that they never touch a
+                                       post a running bot is publishing.
+await db.register_process() -> int     this process (host, pid) joins the `processes` table and beats every
+                                       heartbeat_s in a background task, which also settles what is stale; the
+                                       posts and generations it begins from then on are its own (owner_id)
+await db.close()                       stops the heartbeat and removes the process row
+
+Several bot processes share one log (Discord shards, Slack behind a load balancer, a rolling restart). The one rule
+(`stale`): a pending post or generation is stale when its owner process has not beaten within the lease (SIGKILLed,
+or stopped), or when it has no owner (a CLI command, or a row older than revision 0004) and was last touched before
+a cutoff: at a bot's start every unowned row, for a CLI command only those older than the longest they can take.
+A live process's rows are never touched.
 await db.check() -> CheckReport        integrity (SQLite), schema revision, row counts, posts needing a human
 await db.backup(dest) -> Path          SQLite's online backup API: a consistent copy while the bot writes
 
@@ -17,15 +27,17 @@ held across sampling or a network call. On SQLite writes begin IMMEDIATE and wai
 """
 
 import asyncio
+import logging
 import os
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, inspect, select, update
+from sqlalchemy import and_, delete, func, inspect, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,8 +51,11 @@ from storage.engine import (
     sqlite_path,
 )
 from storage.errors import StorageError, not_found
-from storage.models import Base, Generation, Post
+from storage.models import Base, Generation, Post, Process
 from storage.records import CheckReport
+
+log = logging.getLogger(__name__)
+LEASE_BEATS = 3     # a process whose last beat is older than this many heartbeats has stopped
 
 
 def utcnow() -> datetime:
@@ -62,8 +77,23 @@ def record(cls, obj, **extra):
     return cls(**{name: getattr(obj, name) for name in names}, **extra)
 
 
+def stale(owner, touched, live_since: datetime, unowned_before: datetime | None):
+    """The one rule for a pending row (a post or a generation): its owner process has not beaten since `live_since`
+    (or is gone), or it has no owner and was `touched` before `unowned_before` (None: unowned rows are left alone)."""
+    live = select(Process.id).where(Process.beat_at >= live_since)
+    orphaned = and_(owner.is_not(None), owner.not_in(live))
+    if unowned_before is None:
+        return orphaned
+    return or_(orphaned, and_(owner.is_(None), touched < aware(unowned_before)))
+
+
 class DatabaseCore:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, heartbeat_s: float = 15.0):
+        if not heartbeat_s > 0:
+            raise ValueError(f"heartbeat_s must be a positive number of seconds, not {heartbeat_s!r}")
+        self.heartbeat = timedelta(seconds=heartbeat_s)
+        self.process_id: int | None = None  # set by register_process(): the owner of what this process begins
+        self._beating: asyncio.Task | None = None
         self.url = parse_url(url)
         self.path = sqlite_path(self.url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
@@ -101,17 +131,64 @@ class DatabaseCore:
             self._reader = async_sessionmaker(engine, expire_on_commit=False)
             if not recover:
                 return 0
-            await self._fail_pending_generations()
-            return await self._mark_pending_unknown()
+            now = utcnow()
+            await self._fail_pending_generations(now)
+            return await self._mark_pending_unknown(now)
         except BaseException:
             self._engine = None
             await engine.dispose()
             raise
 
     async def close(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+            await asyncio.gather(self._beating, return_exceptions=True)
+            self._beating = None
         if self._engine is not None:
-            engine, self._engine = self._engine, None
-            await engine.dispose()
+            try:
+                if self.process_id is not None:
+                    async with self._write() as session:
+                        await session.execute(delete(Process).where(Process.id == self.process_id))
+            finally:
+                self.process_id = None
+                engine, self._engine = self._engine, None
+                await engine.dispose()
+
+    async def register_process(self) -> int:
+        """Record this process and beat every heartbeat in the background until close(); returns its id."""
+        if self.process_id is not None:
+            raise RuntimeError("this process is already registered")
+        now = utcnow()
+        row = Process(host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, beat_at=now)
+        async with self._write() as session:
+            session.add(row)
+            await session.flush()
+            self.process_id = row.id
+        self._beating = asyncio.create_task(self._beat_forever(), name=f"heartbeat of process #{row.id}")
+        return row.id
+
+    async def beat(self) -> int:
+        """One heartbeat: this process is alive; the pending rows of processes that stopped beating are settled.
+        Returns how many posts became unknown."""
+        async with self._write() as session:
+            await session.execute(update(Process).where(Process.id == self.process_id).values(beat_at=utcnow()))
+        await self._fail_pending_generations(None)
+        return await self._mark_pending_unknown(None)
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat.total_seconds())
+            try:
+                unknown = await self.beat()
+            except StorageError as err:
+                log.warning("heartbeat of process #%s failed, trying again: %s", self.process_id, err)
+                continue
+            if unknown:
+                log.warning("%d post(s) of a proverbot process that stopped beating have an unknown outcome: check the "
+                            "account, then `proverbot db settle-post ID posted|failed`", unknown)
+
+    def _live_since(self) -> datetime:
+        return utcnow() - LEASE_BEATS * self.heartbeat
 
     def _id(self, value, what: str) -> int:
         """`value` as the id of a `what` row; NotFound for anything no row can have (not a positive int, or past the
@@ -136,23 +213,21 @@ class DatabaseCore:
         finally:
             await engine.dispose()
 
-    async def _mark_pending_unknown(self, before: datetime | None = None) -> int:
-        """Pending posts (only those last touched before `before`, when given) become unknown; returns how many."""
-        query = update(Post).where(Post.status == "pending")
-        if before is not None:
-            query = query.where(Post.updated_at < aware(before))
+    async def _mark_pending_unknown(self, unowned_before: datetime | None) -> int:
+        """Stale pending posts (see `stale`) become unknown; returns how many."""
+        query = update(Post).where(Post.status == "pending",
+                                   stale(Post.owner_id, Post.updated_at, self._live_since(), unowned_before))
         async with self._write() as session:
             result = await session.execute(query.values(
                 status="unknown", updated_at=utcnow(),
                 last_error="proverbot stopped while posting: check the platform by hand"))
             return result.rowcount
 
-    async def _fail_pending_generations(self, before: datetime | None = None) -> int:
-        """Pending generations (only those recorded before `before`, when given) become failed: the process that
-        sampled them stopped. Returns how many."""
-        query = update(Generation).where(Generation.status == "pending")
-        if before is not None:
-            query = query.where(Generation.created_at < aware(before))
+    async def _fail_pending_generations(self, unowned_before: datetime | None) -> int:
+        """Stale pending generations (see `stale`) become failed: the process that sampled them stopped. Returns how
+        many."""
+        query = update(Generation).where(Generation.status == "pending", stale(
+            Generation.owner_id, Generation.created_at, self._live_since(), unowned_before))
         async with self._write() as session:
             result = await session.execute(query.values(
                 status="failed", finished_at=utcnow(), error="proverbot stopped while sampling"))

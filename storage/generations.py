@@ -10,8 +10,9 @@ await db.finish_generation(id, candidates, duration=..., samples=..., tokens=...
         batch); candidates are NewCandidate, model.sample.Candidate (with .verdict) or plain strings
 await db.fail_generation(id, error, duration=None, at=None)
 await db.fail_stale_generations(before) -> int
-        generations still pending that were recorded before `before` become failed, "proverbot stopped while
-        sampling" (a CLI run that died mid-sample, when no bot start-up is there to do it); returns how many
+        stale pending generations become failed, "proverbot stopped while sampling" (storage/db.py's rule): those of
+        processes that stopped beating, and those with no owner recorded before `before` (a CLI run that died
+        mid-sample); returns how many
 await db.get_generation(id) -> GenerationInfo (with candidates)             NotFound if missing
 await db.latest_generation(platform, channel_id, include_unfinished=False) -> GenerationInfo | None
 await db.set_candidate_message(candidate_id, message_id)                    once the chat message is sent
@@ -57,7 +58,7 @@ class GenerationsAPI(DatabaseCore):
                          user_id=clip(user_id, 64), user_name=clip(user_name, 200), created_at=aware(at),
                          prefix=prefix or "", temperature=temperature, top_k=top_k, top_p=top_p, length=length,
                          count=count, seed=seed, run_name=clip(run_name, 200), checkpoint_id=clip(checkpoint_id, 64),
-                         device=clip(device, 64), status="pending")
+                         device=clip(device, 64), status="pending", owner_id=self.process_id)
         async with self._write() as session:
             session.add(row)
             await session.flush()

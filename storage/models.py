@@ -7,6 +7,8 @@ posts        one row per (platform, normalised text): pending → posted | faile
 schedules    one row per (platform, server, channel): a daily time in an IANA zone, claimed by next_run_at, and the
              publisher it posts to
 audit_log    admin actions: who did what to what, when
+processes    one row per running bot process (revision 0004): its heartbeat; pending posts and generations name
+             their owner (owner_id, no foreign key: a gone or silent owner means the row is stale, see storage/db.py)
 
 Every time is a timezone-aware UTC datetime (UtcDateTime). Changing a table means a new Alembic revision in
 storage/migrations/versions/ (render_as_batch is on, so SQLite can alter tables).
@@ -101,6 +103,7 @@ class Generation(Base):
     samples: Mapped[int | None]
     tokens: Mapped[int | None]
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # revision 0002
+    owner_id: Mapped[int | None]  # revision 0004: the process sampling it (None: a CLI command, or older)
 
 
 class Candidate(Base):
@@ -156,6 +159,7 @@ class Post(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     posted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    owner_id: Mapped[int | None]  # revision 0004: the process that began it (None: a CLI command, or older)
 
 
 class Schedule(Base):
@@ -177,6 +181,19 @@ class Schedule(Base):
     set_by_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Process(Base):
+    """Revision 0004. Ids are never reused (AUTOINCREMENT on SQLite), so a gone process's rows stay orphaned."""
+
+    __tablename__ = "processes"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    beat_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class AuditEntry(Base):

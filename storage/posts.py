@@ -26,8 +26,8 @@ await db.check_quota(platform, quota, window=timedelta(hours=24), at=None) -> No
 await db.posts_since(platform, since) -> list[PostInfo]
         for the quota: posts that went out since `since`, or may have (pending, unknown), oldest first
 await db.mark_stale_posts_unknown(before) -> int
-        posts still pending that were last touched before `before` become unknown (a CLI run that died mid-post,
-        when no bot start-up is there to do it); returns how many
+        stale pending posts become unknown (storage/db.py's rule): those of processes that stopped beating, and
+        those with no owner last touched before `before` (a CLI run that died mid-post); returns how many
 """
 
 import hashlib
@@ -144,7 +144,7 @@ class PostsAPI(DatabaseCore):
             post.status, post.attempts = "pending", post.attempts + 1
             post.candidate_id = candidate_id if candidate_id is not None else post.candidate_id
         post.requested_by_id, post.requested_by_name = clip(by_id, 64), clip(by_name, 200)
-        post.updated_at = at
+        post.updated_at, post.owner_id = at, self.process_id
         await session.flush()
         return record(PostInfo, post)
 

@@ -57,6 +57,7 @@ class GenerationInfo:
     samples: int | None
     tokens: int | None
     finished_at: datetime | None
+    owner_id: int | None = None  # the bot process sampling it (its heartbeat keeps it pending); None: a CLI command
     candidates: tuple[CandidateInfo, ...] = field(default=(), repr=False)
 
 
@@ -104,6 +105,7 @@ class PostInfo:
     created_at: datetime
     updated_at: datetime
     posted_at: datetime | None
+    owner_id: int | None = None  # the bot process that began it (its heartbeat keeps it pending); None: a CLI command
 
 
 @dataclass(frozen=True)
