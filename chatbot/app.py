@@ -75,12 +75,17 @@ def train_default_if_missing(settings: Settings):
 # -- the log --------------------------------------------------------------------------------------------------
 
 async def open_log(settings: Settings):
-    """The bot's log, started: what a stopped bot left pending is settled (posts: unknown, with a warning;
-    generations: failed)."""
+    """The bot's log, started and this process registered (it beats until db.close()): what a stopped process left
+    pending is settled (posts: unknown, with a warning; generations: failed), never a live one's."""
     from storage import Database
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, heartbeat_s=settings.heartbeat_s)
     unknown = await db.start()
+    try:
+        await db.register_process()
+    except BaseException:
+        await db.close()
+        raise
     if unknown:
         print(f"warning: {unknown} post(s) were in flight when proverbot last stopped and their outcome is unknown: "
               "check the account, then record it with `proverbot db settle-post ID posted|failed` "
@@ -90,12 +95,13 @@ async def open_log(settings: Settings):
 
 @asynccontextmanager
 async def cli_log(settings: Settings) -> AsyncIterator:
-    """The log for one command, closed after. A bot may be running on it, so only what is older than the longest
-    it could take is settled: pending posts become unknown (with a warning), pending generations failed."""
+    """The log for one command, closed after. Bots may be running on it, so only what is stale is settled (a bot's
+    that stopped beating; with no owner, what is older than the longest it could take): pending posts become
+    unknown (with a warning), pending generations failed."""
     from chatbot.publishers.remote import longest_publish
     from storage import Database
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, heartbeat_s=settings.heartbeat_s)
     await db.start(recover=False)
     try:
         now = datetime.now(UTC)

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # the model worker
     max_queue: int = Field(8, ge=1, description="Requests that may wait for the model; more get 'busy'.")
     sample_timeout: float = Field(120.0, gt=0, description="Seconds a request may take, queue wait included.")
+    heartbeat_s: float = Field(15.0, gt=0, le=3600, description="Seconds between a bot process's heartbeats in the "
+                               "log: several bots may share it, and a process silent for 3 heartbeats has stopped "
+                               "(its pending posts become unknown, its generations failed).")
     # storage
     database_url: str = Field("sqlite+aiosqlite:///proverbot.db", description="SQLAlchemy async URL of the log.")
     # publishing (see README "Publishing")

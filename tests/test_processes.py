@@ -1,0 +1,131 @@
+"""Several bot processes on one log (issue 14): each registers and beats, and only the pending posts and
+generations of a process that stopped beating (or, past a cutoff, of none) are settled, never a live one's.
+
+On a real SQLite file, and on PostgreSQL when PROVERBOT_TEST_POSTGRES_URL names a server. The bots of the last test
+are real processes (tests/fixtures/storage/writer.py, mode "bot"), one of them SIGKILLed.
+"""
+
+import asyncio
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from storage import Database
+from tests.test_storage_api import fresh_url
+
+WRITER = Path(__file__).resolve().parent / "fixtures" / "storage" / "writer.py"
+BEAT = 2.0  # seconds between heartbeats: a process silent for 3 of them has stopped
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"], loop_scope="function")
+async def url(request, tmp_path) -> str:
+    return await fresh_url(request.param, tmp_path)
+
+
+async def started(url: str, recover: bool = True) -> Database:
+    db = Database(url, heartbeat_s=BEAT)
+    await db.start(recover=recover)
+    return db
+
+
+async def test_a_live_process_keeps_its_pending_rows_when_another_starts_and_beats(url):
+    first = await started(url)
+    cli = await started(url, recover=False)     # a CLI command: registers nothing
+    second = None
+    try:
+        me = await first.register_process()
+        post = await first.begin_post("x", text="in flight")
+        gid = await first.record_generation("discord", channel_id="c1")
+        assert post.owner_id == me and (await first.get_generation(gid)).owner_id == me
+        by_cli = await cli.begin_post("x", text="a CLI post in flight")
+        assert by_cli.owner_id is None
+
+        second = await started(url)                 # a bot's start settles what has no owner, not a live bot's
+        assert await second.register_process() not in (None, me)
+        assert await second.beat() == 0
+        assert await second.mark_stale_posts_unknown(datetime.now(UTC) + timedelta(hours=1)) == 0
+        assert await second.fail_stale_generations(datetime.now(UTC) + timedelta(hours=1)) == 0
+        assert (await second.get_post(post.id)).status == "pending"
+        assert (await second.get_generation(gid)).status == "pending"
+        assert (await second.get_post(by_cli.id)).status == "unknown"
+    finally:
+        for db in (first, cli, second):
+            if db is not None:
+                await db.close()
+
+
+async def test_a_closed_process_rows_are_settled_at_the_next_beat_of_another(url):
+    first = await started(url)
+    await first.register_process()
+    post = await first.begin_post("x", text="begun, then the bot stopped")
+    gid = await first.record_generation("discord", channel_id="c1")
+    await first.close()                     # removes its process row: nothing of it is live any more
+    second = await started(url, recover=False)
+    try:
+        await second.register_process()
+        own = await second.begin_post("mastodon", text="the live bot's own")
+        assert await second.beat() == 1
+        settled = await second.get_post(post.id)
+        assert settled.status == "unknown" and "stopped while posting" in settled.last_error
+        assert (await second.get_generation(gid)).status == "failed"
+        assert (await second.get_post(own.id)).status == "pending"
+        assert await second.beat() == 0     # settled once
+    finally:
+        await second.close()
+
+
+def test_the_heartbeat_must_be_a_positive_number_of_seconds():
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="heartbeat_s must be a positive number of seconds"):
+            Database("sqlite+aiosqlite:///unused.db", heartbeat_s=bad)
+
+
+async def spawn_bot(url: str, text: str) -> tuple[asyncio.subprocess.Process, list[int]]:
+    """A bot process that began a post of `text` and a generation: (the process, [post, generation, process id])."""
+    bot = await asyncio.create_subprocess_exec(sys.executable, str(WRITER), url, "bot", text, str(BEAT),
+                                               stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    line = (await asyncio.wait_for(bot.stdout.readline(), 120)).decode()
+    if not line.startswith("begun "):
+        bot.kill()
+        raise AssertionError(f"the bot did not start: {line!r} {(await bot.stderr.read()).decode()}")
+    return bot, [int(word) for word in line.split()[1:]]
+
+
+async def settled(db: Database, post_id: int, within_s: float = 120.0):
+    """The post once it is no longer pending (a bounded poll: the lease runs out after 3 heartbeats)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while (post := await db.get_post(post_id)).status == "pending":
+        assert asyncio.get_running_loop().time() < deadline, f"post #{post_id} was never settled"
+        await asyncio.sleep(0.1)
+    return post
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+async def test_two_bot_processes_a_sigkilled_ones_post_becomes_unknown_once_its_lease_runs_out(url):
+    bots = []
+    reader = await started(url, recover=False)
+    try:
+        first, (post1, gen1, owner1) = await spawn_bot(url, "the first bot's post")
+        bots.append(first)
+        second, (post2, gen2, owner2) = await spawn_bot(url, "the second bot's post")
+        bots.append(second)
+        assert owner1 != owner2
+        # the second bot's start left the first one's post in flight alone
+        assert [(await reader.get_post(p)).status for p in (post1, post2)] == ["pending", "pending"]
+        first.kill()
+        await first.wait()
+        post = await settled(reader, post1)
+        assert post.status == "unknown" and "check the platform by hand" in post.last_error
+        assert (await reader.get_generation(gen1)).status == "failed"
+        assert second.returncode is None
+        assert (await reader.get_post(post2)).status == "pending"
+        assert (await reader.get_generation(gen2)).status == "pending"
+    finally:
+        for bot in bots:
+            if bot.returncode is None:
+                bot.kill()
+            await bot.wait()
+        await reader.close()
