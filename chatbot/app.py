@@ -34,14 +34,36 @@ MARGIN = 60.0       # seconds past the longest a request (or a post) can take, b
 
 def open_sampler(settings: Settings, run_name: str | None, checkpoint_dir: str | None, device: str | None,
                  dtype: str | None = None):
-    """A model.sample.Sampler of the run (default: settings' run_name, else the most recently trained)."""
+    """A model.sample.Sampler of the run (default: settings' run_name, else the most recently trained); with
+    sampler_url set, a model.remote.RemoteSampler of that server, which loads no weights: its training texts (to
+    catch copies) come from sampler_corpus when set and no run is named, else from the run folder's corpus.txt."""
     from model.base import pick_device
     from model.run import find_run, load_run
     from model.sample import Sampler
 
+    if settings.sampler_url:
+        from model.remote import open_remote
+
+        named = run_name or checkpoint_dir or not settings.sampler_corpus
+        folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name) if named else None
+        return open_remote(sampler_server(settings), folder, settings.sampler_corpus, settings.blocked_words,
+                           settings.max_tweet_length, settings.max_corpus_mb * 2**20)
     folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name)
     run = load_run(folder, pick_device(device or settings.device), dtype or settings.sample_dtype)
     return Sampler(run, blocked_words=settings.blocked_words, max_length=settings.max_tweet_length)
+
+
+def sampler_server(settings: Settings):
+    """The model.remote.Server that sampler_url and the other sampler_* settings name."""
+    from chatbot.config import ConfigError
+    from chatbot.publishers.credentials import reveal
+    from model.remote import Server
+
+    if not settings.sampler_model:
+        raise ConfigError("sampler_url is set but sampler_model is not: set PROVERBOT_SAMPLER_MODEL to the name the "
+                          "server gives the model (vllm serve's --served-model-name; GET /v1/models lists them).")
+    return Server(settings.sampler_url, settings.sampler_model, reveal(settings.sampler_api_key),
+                  settings.sampler_timeout, settings.sampler_max_in_flight)
 
 
 def training_report(result) -> str:
@@ -57,11 +79,11 @@ def training_report(result) -> str:
 
 def train_default_if_missing(settings: Settings):
     """Train the embedded default into checkpoint_dir when it holds no run yet: the model.train.TrainResult (its
-    `stopped` says whether Ctrl-C or SIGTERM cut it short), or None when a run was there."""
+    `stopped` says whether Ctrl-C or SIGTERM cut it short), or None when a run was there or sampler_url is set."""
     from model.run import list_runs
     from model.train import make_config, train
 
-    if list_runs(settings.checkpoint_dir):
+    if settings.sampler_url or list_runs(settings.checkpoint_dir):  # a remote sampler needs no weights here
         return None
     print(f"No trained model in {settings.checkpoint_dir}/ yet: training the embedded default on {settings.corpus} "
           "(a few minutes on a CPU; Ctrl-C saves and stops).", flush=True)

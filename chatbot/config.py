@@ -83,6 +83,19 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(15.0, gt=0, le=3600, description="Seconds between a bot process's heartbeats in the "
                                "log: several bots may share it, and a process silent for 3 heartbeats has stopped "
                                "(its pending posts become unknown, its generations failed).")
+    # an inference server (see README "Serving the model elsewhere")
+    sampler_url: str | None = Field(None, description="An OpenAI-compatible server (vLLM, TGI, llama-server, "
+                                    "transformers serve) to sample from, e.g. http://gpu:8000; empty: the model "
+                                    "runs in the bot's process.")
+    sampler_model: str | None = Field(None, description="The served model's name on sampler_url (vllm serve's "
+                                      "--served-model-name).")
+    sampler_api_key: SecretStr | None = Field(None, description="Bearer token for sampler_url; best set as an "
+                                              "environment variable.")
+    sampler_corpus: Path | None = Field(None, description="The training texts (a run folder's corpus.txt) that "
+                                        "remote samples are checked against for copies, when no local run folder "
+                                        "has them.")
+    sampler_timeout: float = Field(60.0, gt=0, description="Seconds one request to sampler_url may take.")
+    sampler_max_in_flight: int = Field(4, ge=1, le=64, description="Most requests to sampler_url at once.")
     # storage
     database_url: str = Field("sqlite+aiosqlite:///proverbot.db", description="SQLAlchemy async URL of the log.")
     # publishing (see README "Publishing")
@@ -158,6 +171,13 @@ class Settings(BaseSettings):
             return value
         value = value.strip()
         return None if not value and cls.model_fields[info.field_name].default is None else value
+
+    @field_validator("sampler_url")
+    @classmethod
+    def http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("expected an http:// or https:// URL, e.g. http://gpu:8000")
+        return value.rstrip("/") if value else value
 
     @field_validator("device")
     @classmethod

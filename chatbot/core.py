@@ -65,11 +65,12 @@ class ModelInfo:
     checkpoint_id: str
     device: str
     separator: str = ""         # the line that ends a text in the run's corpus: a prefix may not contain it
+    backend: str = "in-process"  # or the inference server's URL (model.remote.RemoteSampler)
 
     @classmethod
     def of(cls, sampler) -> ModelInfo:
-        """What a model.sample.Sampler serves."""
-        return cls(sampler.run.name, sampler.run.checkpoint_id, str(sampler.device), sampler.separator)
+        """What a model.sample.BaseSampler serves."""
+        return cls(sampler.run_name, sampler.checkpoint_id, sampler.device, sampler.separator, sampler.backend)
 
 
 @dataclass(frozen=True)

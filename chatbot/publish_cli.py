@@ -1,7 +1,8 @@
 """`proverbot doctor`, `proverbot tweet` and `proverbot post`: publishing from the command line (and from cron).
 
-proverbot doctor                       one cheap authenticated call per configured publisher; says what works, never
-                                       a secret; exit status 1 when one fails
+proverbot doctor                       one cheap authenticated call per configured publisher, and GET /v1/models of
+                                       sampler_url when set; says what works, never a secret; exit status 1 when one
+                                       fails
 proverbot tweet [--prefix ...]         sample, filter, pick one (random among the usable, or --pick best), post it
                                        through the same checks as the bot, log it
 proverbot post --candidate ID | --text TEXT [--to NAME]    post by hand through the same checks
@@ -71,19 +72,40 @@ def cmd_doctor(args) -> int:
     from chatbot.publishers.factory import assemble, configured_publishers
 
     settings = load_settings()
+    sampler_failed = check_sampler(settings)
     real = configured_publishers(settings)
     publishers = assemble(real, settings)
     if not real:
         print("No publisher has credentials: posts go to the dry run (recorded with a fake URL, sent nowhere). "
               "Set TWITTER_* (or twitter_credentials_file), mastodon_* or bluesky_* settings: see README, Publishing.")
-        return 0
+        return 1 if sampler_failed else 0
     failed = asyncio.run(check_all(real))
     print(f"Posts go to {publishers.default.name} unless told otherwise.")
     if publishers.note:
         print(f"Note: {publishers.note}.")
     if failed:
         print(f"{failed} of {len(real)} publishers failed the check.", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or sampler_failed else 0
+
+
+def check_sampler(settings) -> int:
+    """With sampler_url set, whether the server answers GET /v1/models and lists sampler_model; 1 when not."""
+    from chatbot.app import sampler_server
+
+    if not settings.sampler_url:  # the in-process model is the run folder's: `proverbot generate` tries it
+        return 0
+    try:
+        server = sampler_server(settings)
+        served = server.models()
+    except ProverbotError as err:
+        print(f"model: FAILED: {err}")
+        return 1
+    if server.model not in served:
+        print(f"model: FAILED: {server.url} does not serve {server.model!r} (sampler_model); it serves: "
+              f"{', '.join(map(repr, served)) or 'nothing'}")
+        return 1
+    print(f"model: ok: {server.url} serves {server.model!r}")
+    return 0
 
 
 async def check_all(publishers) -> int:

@@ -80,8 +80,9 @@ def status(s: Status) -> str:
     model = s.model
     posts = ", ".join(f"{p.title} {p.posts_last_24h}" + (f" of {p.quota}" if p.quota else "") for p in s.publishers)
     note = f" {s.note}" if s.note else ""
-    return (f"Model: {model.run_name} (checkpoint {model.checkpoint_id}) on {model.device}; queue: {s.queue_length} "
-            f"waiting; posts in the last 24 h: {posts}.{note}")
+    where = f"on {model.device}" if model.backend == "in-process" else f"served by {model.backend}"
+    return (f"Model: {model.run_name} (checkpoint {model.checkpoint_id or 'unknown'}) {where}; queue: "
+            f"{s.queue_length} waiting; posts in the last 24 h: {posts}.{note}")
 
 
 def schedule(s: ScheduleInfo | None) -> str:

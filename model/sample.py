@@ -82,6 +82,16 @@ def prefix_problem(prefix: str, separator: str) -> str | None:
     return None
 
 
+def room(start: int, prefix: int, n_ctx: int, length: int | None) -> int:
+    """Tokens a sample may take after a prompt of `start` framing and `prefix` tokens in a context of `n_ctx`: at most
+    `length`. SamplingError when the prefix leaves no room."""
+    left = n_ctx - start - prefix
+    if left < 1:
+        raise SamplingError(f"The prefix is {prefix} tokens long; this model's context holds {n_ctx - start - 1} at "
+                            "most.")
+    return left if length is None else min(length, left)
+
+
 @dataclass
 class Sample:
     text: str
@@ -111,24 +121,17 @@ class CandidateBatch:
         return summarise([c.verdict for c in self.rejected])
 
 
-class Sampler:
-    """Samples from one loaded run. Not thread-safe: the model worker owns it in one thread."""
+class BaseSampler:
+    """What every sampler shares: the parameter check, the usable-candidate filters and the refill loop. A subclass
+    draws the raw texts (`_sample_rows`, `_seed`) and sets `separator`, `filter`, `run_name`, `checkpoint_id`,
+    `device` and `backend` (in-process, or the server's URL: model.remote.RemoteSampler)."""
 
-    def __init__(self, run: Run, blocked_words: list[str] = (), max_length: int = 280):
-        self.run = run
-        self.model = run.model.eval()
-        self.tokenizer = run.tokenizer
-        self.device = next(self.model.parameters()).device
-        self.separator = run.separator
-        self.start_ids = separator_ids(self.tokenizer, self.separator)
-        self.filter = CandidateFilter(run.blocks, blocked_words=blocked_words, max_length=max_length)
-        self.n_ctx = self.model.config.n_positions
-        defaults = generation_defaults(self.tokenizer, self.separator, self.n_ctx)
-        self.stop_ids = torch.tensor(defaults.eos_token_id, device=self.device)  # end-of-text, a one-token separator
-        self.pad_id = defaults.pad_token_id  # what a stopped row gets until its batch stops
-        # a several-token separator (GPT-2's "\n==========") stops a row once its ids end with it
-        tail = self.tokenizer.encode(f"\n{self.separator}") if len(self.start_ids) > 1 else []
-        self.separator_tail = torch.tensor(tail, dtype=torch.long, device=self.device)
+    separator: str
+    filter: CandidateFilter
+    run_name: str
+    checkpoint_id: str
+    device: str
+    backend: str
 
     def check(self, request: SampleRequest) -> None:
         """SamplingError when a parameter is out of range or the prefix holds this run's separator."""
@@ -140,18 +143,15 @@ class Sampler:
     def generate(self, request: SampleRequest, logits_processor=None) -> list[Sample]:
         """gpt-2-simple's generate: `nsamples` texts in batches of `batch_size` (list return)."""
         self.check(request)
-        if request.seed is not None:
-            torch.manual_seed(request.seed)
+        self._seed(request.seed)
         return self._sample_rows(request, request.nsamples, logits_processor)
 
     def candidates(self, request: SampleRequest, logits_processor=None) -> CandidateBatch:
         """Sample until `count` candidates pass the filters or `max_samples` (default 4 x count) are drawn."""
         self.check(request)
         started = time.perf_counter()
-        if request.seed is not None:
-            torch.manual_seed(request.seed)
-        batch = CandidateBatch(usable=[], run_name=self.run.name, checkpoint_id=self.run.checkpoint_id,
-                               device=str(self.device))
+        self._seed(request.seed)
+        batch = CandidateBatch(usable=[], run_name=self.run_name, checkpoint_id=self.checkpoint_id, device=self.device)
         budget = request.max_samples or 4 * request.count
         seen: set[str] = set()
         while len(batch.usable) < request.count and batch.samples < budget:
@@ -172,6 +172,51 @@ class Sampler:
                  batch.samples, batch.tokens, batch.seconds, len(batch.usable), batch.rejected_summary())
         return batch
 
+    def _seed(self, seed: int | None) -> None:
+        """Make what follows repeatable when `seed` is set."""
+        raise NotImplementedError
+
+    def _sample_rows(self, request: SampleRequest, n: int, logits_processor=None) -> list[Sample]:
+        """n raw samples of `request`, each cut at the separator (and `truncate`)."""
+        raise NotImplementedError
+
+
+def cut(text: str, request: SampleRequest, separator: str) -> str:
+    """A sample's text as the bot shows it: the prefix in front when asked, cut at the separator and `truncate`."""
+    if request.prefix and request.include_prefix:
+        text = request.prefix + text
+    for end in (separator, request.truncate):
+        if end and end in text:
+            text = text[: text.index(end)]
+    return text.strip()
+
+
+class Sampler(BaseSampler):
+    """Samples from one loaded run. Not thread-safe: the model worker owns it in one thread."""
+
+    backend = "in-process"
+
+    def __init__(self, run: Run, blocked_words: list[str] = (), max_length: int = 280):
+        self.run = run
+        self.run_name, self.checkpoint_id = run.name, run.checkpoint_id
+        self.model = run.model.eval()
+        self.tokenizer = run.tokenizer
+        self.device = str(next(self.model.parameters()).device)
+        self.separator = run.separator
+        self.start_ids = separator_ids(self.tokenizer, self.separator)
+        self.filter = CandidateFilter(run.blocks, blocked_words=blocked_words, max_length=max_length)
+        self.n_ctx = self.model.config.n_positions
+        defaults = generation_defaults(self.tokenizer, self.separator, self.n_ctx)
+        self.stop_ids = torch.tensor(defaults.eos_token_id, device=self.device)  # end-of-text, a one-token separator
+        self.pad_id = defaults.pad_token_id  # what a stopped row gets until its batch stops
+        # a several-token separator (GPT-2's "\n==========") stops a row once its ids end with it
+        tail = self.tokenizer.encode(f"\n{self.separator}") if len(self.start_ids) > 1 else []
+        self.separator_tail = torch.tensor(tail, dtype=torch.long, device=self.device)
+
+    def _seed(self, seed: int | None) -> None:
+        if seed is not None:
+            torch.manual_seed(seed)
+
     def _sample_rows(self, request: SampleRequest, n: int, logits_processor=None) -> list[Sample]:
         """n samples, in forward passes of at most batch_size rows."""
         samples = []
@@ -182,14 +227,7 @@ class Sampler:
 
     def _prompt(self, prefix: str, length: int | None) -> tuple[list[int], int]:
         prefix_ids = self.tokenizer.encode(prefix) if prefix else []
-        prompt = self.start_ids + prefix_ids
-        room = self.n_ctx - len(prompt)
-        if room < 1:
-            room = self.n_ctx - len(self.start_ids) - 1
-            raise SamplingError(f"The prefix is {len(prefix_ids)} tokens long; this model's context holds {room} at "
-                                "most.")
-        length = room if length is None else min(length, room)
-        return prompt, length
+        return self.start_ids + prefix_ids, room(len(self.start_ids), len(prefix_ids), self.n_ctx, length)
 
     @torch.inference_mode()
     def _sample_batch(self, request: SampleRequest, n: int, logits_processor=None) -> list[Sample]:
@@ -234,9 +272,4 @@ class Sampler:
         stop_ids = set(self.stop_ids.tolist())
         end = next((i for i, t in enumerate(new_ids) if t in stop_ids), len(new_ids))
         text = self.tokenizer.decode(new_ids[:end], skip_special_tokens=True)
-        if request.prefix and request.include_prefix:
-            text = request.prefix + text
-        for cut in (self.separator, request.truncate):
-            if cut and cut in text:
-                text = text[: text.index(cut)]
-        return Sample(text=text.strip(), tokens=min(end + 1, len(new_ids)))
+        return Sample(text=cut(text, request, self.separator), tokens=min(end + 1, len(new_ids)))
