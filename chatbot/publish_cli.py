@@ -101,10 +101,10 @@ def check_sampler(settings) -> int:
         print(f"model: FAILED: {err}")
         return 1
     if server.model not in served:
-        print(f"model: FAILED: {server.url} does not serve {server.model!r} (sampler_model); it serves: "
+        print(f"model: FAILED: {server.where} does not serve {server.model!r} (sampler_model); it serves: "
               f"{', '.join(map(repr, served)) or 'nothing'}")
         return 1
-    print(f"model: ok: {server.url} serves {server.model!r}")
+    print(f"model: ok: {server.where} serves {server.model!r}")
     return 0
 
 

@@ -18,6 +18,7 @@ requests at once. Every fault is one RemoteError line.
 import itertools
 import json
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from model.tokenizer import separator_ids
 log = logging.getLogger(__name__)
 
 MASK = "**********"
+USERINFO = re.compile(r"//[^/@]*@")  # http://user:password@host: httpx sends it as basic auth
 
 
 class RemoteError(SamplingError):
@@ -57,7 +59,7 @@ class Server:
         try:
             return [entry["id"] for entry in data["data"]]
         except (KeyError, TypeError) as err:
-            raise RemoteError(f"The sampler at {self.url} answered /v1/models without data[].id ({err!r}).") from None
+            raise RemoteError(f"The sampler at {self.where} answered /v1/models without data[].id ({err!r}).") from None
 
     def complete(self, body: dict) -> dict:
         """One POST /v1/completions of `body` (the model's name added)."""
@@ -69,20 +71,27 @@ class Server:
         try:
             response = httpx.request(method, self.url + path, json=json, headers=headers, timeout=self.timeout)
         except httpx.TimeoutException:
-            raise RemoteError(f"The sampler at {self.url} did not answer within {self.timeout:g} s "
+            raise RemoteError(f"The sampler at {self.where} did not answer within {self.timeout:g} s "
                               "(sampler_timeout).") from None
         except httpx.HTTPError as err:
-            raise RemoteError(f"The sampler at {self.url} cannot be reached ({type(err).__name__}: "
+            raise RemoteError(f"The sampler at {self.where} cannot be reached ({type(err).__name__}: "
                               f"{self.scrub(str(err))}); is it running?") from None
         if response.status_code >= 400:
-            raise RemoteError(f"The sampler at {self.url} refused {path}: HTTP {response.status_code}: "
+            raise RemoteError(f"The sampler at {self.where} refused {path}: HTTP {response.status_code}: "
                               f"{self.scrub(server_message(response))}")
         try:
             return response.json()
         except ValueError:
-            raise RemoteError(f"The sampler at {self.url} answered {path} with something that is not JSON.") from None
+            raise RemoteError(f"The sampler at {self.where} answered {path} with something that is not JSON.") from None
+
+    @property
+    def where(self) -> str:
+        """The URL as shown and logged: without a user:password@ part."""
+        return USERINFO.sub("//", self.url, count=1)
 
     def scrub(self, text: str) -> str:
+        """`text` without the key or the URL's user:password@ part."""
+        text = text.replace(self.url, self.where)
         return text.replace(self.api_key, MASK) if self.api_key else text
 
 
@@ -121,11 +130,11 @@ class RemoteSampler(BaseSampler):
 
     @property
     def device(self) -> str:
-        return self.server.url
+        return self.server.where
 
     @property
     def backend(self) -> str:
-        return self.server.url
+        return self.server.where
 
     def _seed(self, seed: int | None) -> None:
         """Requests from now on carry seed, seed + 1, ...: one draw's concurrent requests must not repeat each other."""
@@ -138,7 +147,7 @@ class RemoteSampler(BaseSampler):
         samples = self._request(body, request, n) if self.takes_n else []
         if len(samples) < n and self.takes_n:
             self.takes_n = False
-            log.info("the sampler at %s ignores n: drawing one sample a request", self.server.url)
+            log.info("the sampler at %s ignores n: drawing one sample a request", self.server.where)
         rest = list(self.pool.map(lambda _: self._request(body, request, 1), range(n - len(samples))))
         return (samples + [sample for answer in rest for sample in answer])[:n]
 
@@ -170,7 +179,8 @@ class RemoteSampler(BaseSampler):
             if not texts or not all(isinstance(text, str) for text in texts):
                 raise ValueError("no texts")
         except (KeyError, TypeError, AttributeError, ValueError) as err:
-            raise RemoteError(f"The sampler at {self.server.url} answered without choices[].text ({err!r}).") from None
+            raise RemoteError(f"The sampler at {self.server.where} answered without choices[].text "
+                              f"({err!r}).") from None
         return [Sample(cut(text, request, self.separator), tokens) for text in texts]
 
 

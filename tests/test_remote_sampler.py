@@ -156,6 +156,15 @@ def test_faults_are_one_clear_line(served, trained_run):
             assert message in str(err.value) and "\n" not in str(err.value) and server.url in str(err.value)
 
 
+def test_a_password_in_the_url_is_never_shown(trained_run):
+    port = free_port()
+    sampler = open_remote(Server(f"http://bot:hunter2-pw@127.0.0.1:{port}/v", "tiny"), trained_run)
+    with pytest.raises(RemoteError) as err:
+        sampler.candidates(SampleRequest(count=1, length=5))
+    assert f"The sampler at http://127.0.0.1:{port}/v cannot be reached" in str(err.value)
+    assert "hunter2" not in str(err.value) + sampler.backend + sampler.device
+
+
 @pytest.mark.parametrize("status, body, message", [
     (200, b"<html>hello</html>", "answered /v1/completions with something that is not JSON."),
     (200, b'{"id": "x"}', "answered without choices[].text (KeyError('choices'))"),
