@@ -1,12 +1,19 @@
 """Several bot processes on one log (issue 14): each registers and beats, and only the pending posts and
 generations of a process that stopped beating (or, past a cutoff, of none) are settled, never a live one's.
 
-On a real SQLite file, and on PostgreSQL when PROVERBOT_TEST_POSTGRES_URL names a server. The bots of the last test
-are real processes (tests/fixtures/storage/writer.py, mode "bot"), one of them SIGKILLed.
+On a real SQLite file, and on PostgreSQL when PROVERBOT_TEST_POSTGRES_URL names a server. The processes are real
+ones: storage-level bots (tests/fixtures/storage/writer.py, mode "bot"), then two `proverbot run`, one SIGKILLed while
+X holds its post.
 """
 
 import asyncio
+import queue
+import sqlite3
+import subprocess
 import sys
+import threading
+import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +21,10 @@ import pytest
 import pytest_asyncio
 
 from storage import Database
+from tests.conftest import ROOT
+from tests.fakes.x_api import FakeX
+from tests.test_console import run_env
+from tests.test_publish_x import ENV, KEYS
 from tests.test_storage_api import fresh_url
 
 WRITER = Path(__file__).resolve().parent / "fixtures" / "storage" / "writer.py"
@@ -129,3 +140,71 @@ async def test_two_bot_processes_a_sigkilled_ones_post_becomes_unknown_once_its_
                 bot.kill()
             await bot.wait()
         await reader.close()
+
+
+# -- two `proverbot run` ---------------------------------------------------------------------------------------
+
+def proverbot_run(fake: FakeX, trained_run: Path, database: Path) -> tuple[subprocess.Popen, queue.Queue]:
+    """`proverbot run` with its console on a pipe, posting to the fake X, beating every BEAT s: (it, its lines)."""
+    env = {**run_env(trained_run, database), **ENV, "PYTHONPATH": str(ROOT), "PROVERBOT_HEARTBEAT_S": str(BEAT),
+           "PROVERBOT_PUBLISH_TIMEOUT": "600"}
+    process = subprocess.Popen([sys.executable, "-m", "tests.fakes.proverbot_with_fake_x", fake.url.rsplit(":", 1)[1],
+                                "run"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=database.parent, env=env)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    return process, lines
+
+
+def wait_for(lines: queue.Queue, start: str, within_s: float = 120.0) -> str:
+    """The first line that starts with `start` (queue.Empty if none comes in time)."""
+    deadline = time.monotonic() + within_s
+    while not (line := lines.get(timeout=max(deadline - time.monotonic(), 0.01))).startswith(start):
+        pass
+    return line
+
+
+def query(database: Path, sql: str) -> list[tuple]:
+    with closing(sqlite3.connect(database, timeout=30)) as log:
+        return log.execute(sql).fetchall()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_two_proverbot_runs_a_post_in_flight_survives_the_other_start_and_is_unknown_after_a_sigkill(trained_run,
+                                                                                                     tmp_path):
+    database = tmp_path / "log.db"
+    with FakeX(*KEYS.values()) as fake:
+        fake.hold("POST /2/tweets")         # X takes the post, and its answer waits
+        first, first_lines = proverbot_run(fake, trained_run, database)
+        second = None
+        try:
+            wait_for(first_lines, "proverbot console:")
+            first.stdin.write("/proverb count:2 length:20\n/vote 1\n/post\n")
+            first.stdin.flush()
+            assert fake.held.wait(120)
+            second, second_lines = proverbot_run(fake, trained_run, database)
+            wait_for(second_lines, "proverbot console:")
+            pids = query(database, "SELECT pid FROM processes ORDER BY id")
+            assert pids == [(first.pid,), (second.pid,)]
+            [(post_id, status, owner)] = query(database, "SELECT id, status, owner_id FROM posts")
+            assert status == "pending"      # the second bot's start left it alone
+
+            first.kill()
+            first.wait(30)
+            deadline = time.monotonic() + 120
+            while query(database, f"SELECT status FROM posts WHERE id = {post_id}") == [("pending",)]:
+                assert time.monotonic() < deadline, "the killed bot's post was never settled"
+                time.sleep(0.1)
+            assert query(database, "SELECT status FROM posts") == [("unknown",)]
+            assert query(database, "SELECT owner_id FROM generations") == [(owner,)]
+
+            _, errors = second.communicate("/quit\n", timeout=60)
+            assert second.returncode == 0 and "Traceback" not in errors, errors
+            assert query(database, "SELECT pid FROM processes") == [(first.pid,)]  # a clean stop removes its row
+            assert len(fake.received("POST /2/tweets")) == 1
+        finally:
+            fake.release.set()
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait(30)
