@@ -94,9 +94,10 @@ def test_the_heartbeat_must_be_a_positive_number_of_seconds():
             Database("sqlite+aiosqlite:///unused.db", heartbeat_s=bad)
 
 
-async def spawn_bot(url: str, text: str) -> tuple[asyncio.subprocess.Process, list[int]]:
-    """A bot process that began a post of `text` and a generation: (the process, [post, generation, process id])."""
-    bot = await asyncio.create_subprocess_exec(sys.executable, str(WRITER), url, "bot", text, str(BEAT),
+async def spawn_bot(url: str, text: str, candidate: int) -> tuple[asyncio.subprocess.Process, list[int]]:
+    """A bot process that began a post of `text` and a generation, claimed the due schedules and voted for
+    `candidate`: (the process, [post, generation, process id, schedules claimed])."""
+    bot = await asyncio.create_subprocess_exec(sys.executable, str(WRITER), url, "bot", text, str(BEAT), str(candidate),
                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     line = (await asyncio.wait_for(bot.stdout.readline(), 120)).decode()
     if not line.startswith("begun "):
@@ -119,11 +120,15 @@ async def test_two_bot_processes_a_sigkilled_ones_post_becomes_unknown_once_its_
     bots = []
     reader = await started(url, recover=False)
     try:
-        first, (post1, gen1, owner1) = await spawn_bot(url, "the first bot's post")
+        voted = await reader.finish_generation(await reader.record_generation("discord", channel_id="c1"), ["a"])
+        await reader.set_schedule("discord", "c1", time_of_day="09:00", at=datetime.now(UTC) - timedelta(days=2))
+        first, (post1, gen1, owner1, claimed1) = await spawn_bot(url, "the first bot's post", voted.candidates[0].id)
         bots.append(first)
-        second, (post2, gen2, owner2) = await spawn_bot(url, "the second bot's post")
+        second, (post2, gen2, owner2, claimed2) = await spawn_bot(url, "the second bot's post", voted.candidates[0].id)
         bots.append(second)
         assert owner1 != owner2
+        assert claimed1 + claimed2 == 1     # the due schedule runs once
+        assert [row.votes for row in await reader.tally(voted.id)] == [1]   # the same vote is counted once
         # the second bot's start left the first one's post in flight alone
         assert [(await reader.get_post(p)).status for p in (post1, post2)] == ["pending", "pending"]
         first.kill()
