@@ -155,7 +155,9 @@ class RemoteSampler(BaseSampler):
         """The /v1/completions fields of `request` (`n` and `seed` are added per request)."""
         # a separator that is a special token may never match `stop` as text: the run folder's generation_config.json
         # lists it as an end-of-text token, which vLLM and transformers serve honour (stop_token_ids is refused by some)
-        body = {"prompt": self.start + request.prefix, "temperature": request.temperature, "stop": [self.separator]}
+        body = {"prompt": self.start + request.prefix, "temperature": request.temperature}
+        if self.separator:
+            body["stop"] = [self.separator]
         if self.tokenizer is not None and self.n_ctx:
             prefix = len(self.tokenizer.encode(request.prefix)) if request.prefix else 0
             body["max_tokens"] = room(self.start_tokens, prefix, self.n_ctx, request.length)
