@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from chatbot.config import ConfigError, load_settings
 from storage import Database
 from tests.conftest import ROOT
 from tests.fakes.x_api import FakeX
@@ -86,6 +87,16 @@ async def test_a_closed_process_rows_are_settled_at_the_next_beat_of_another(url
         assert await second.beat() == 0     # settled once
     finally:
         await second.close()
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "soon", "7200"])
+def test_a_bad_heartbeat_setting_is_one_line_naming_it(monkeypatch, tmp_path, bad):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROVERBOT_HEARTBEAT_S", bad)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert message.startswith("Bad setting heartbeat_s (environment PROVERBOT_HEARTBEAT_S): ") and "\n" not in message
 
 
 def test_the_heartbeat_must_be_a_positive_number_of_seconds():
