@@ -3,7 +3,8 @@
 gpt-2-simple always generates `length` tokens and splits afterwards; here a sample stops as soon as it
 emits the separator (or end-of-text) and a batch stops when all its samples have, so no token is wasted.
 `Sampler.generate` is gpt-2-simple's generate (raw texts); `Sampler.candidates` keeps sampling until it
-has `count` texts that pass the filters, and says why the others were dropped.
+has `count` texts that pass the filters, and says why the others were dropped. Both are BaseSampler's, shared with
+model.remote.RemoteSampler (an inference server): a sampler only says how raw texts are drawn (`_sample_rows`).
 
 The decoding loop is our own rather than transformers' `generate`, for one reason: each token is drawn with
 one uniform number per row (`draw`), where torch.multinomial (and so `generate`) draws an exponential for every
