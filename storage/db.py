@@ -1,7 +1,7 @@
 """The connection to the log: engine, sessions, start-up checks, migrations, check and backup.
 
-DatabaseCore(url)                      parses the URL (StorageError if malformed or its driver is missing)
-DatabaseCore(url, heartbeat_s=15.0)    (the lease of a process: 3 heartbeats)
+DatabaseCore(url, heartbeat_s=15.0)    parses the URL (StorageError if malformed or its driver is missing);
+                                       heartbeat_s: how often a registered process beats
 await db.start(migrate=True, recover=True) -> int
                                        checks the database without writing (SQLite: folder, permissions, header,
                                        schema, revision), upgrades it to the newest schema, then settles what is
@@ -12,18 +12,20 @@ await db.start(migrate=True, recover=True) -> int
 await db.register_process() -> int     this process (host, pid) joins the `processes` table and beats every
                                        heartbeat_s in a background task, which also settles what is stale; the
                                        posts and generations it begins from then on are its own (owner_id)
+await db.beat() -> int                 one heartbeat (the background task's), then what is stale is settled;
+                                       returns how many posts became unknown
 await db.close()                       stops the heartbeat and removes the process row
-
-Several bot processes share one log (Discord shards, Slack behind a load balancer, a rolling restart). The one rule
-(`stale`): a pending post or generation is stale when its owner process has not beaten within the lease (SIGKILLed,
-or stopped), or when it has no owner (a CLI command, or a row older than revision 0004) and was last touched before
-a cutoff: at a bot's start every unowned row, for a CLI command only those older than the longest they can take.
-A live process's rows are never touched.
 await db.check() -> CheckReport        integrity (SQLite), schema revision, row counts, posts needing a human
 await db.backup(dest) -> Path          SQLite's online backup API: a consistent copy while the bot writes
 
 Transactions: every API call opens, commits and closes its own short transaction (`_write()` / `_read()`), never
 held across sampling or a network call. On SQLite writes begin IMMEDIATE and wait up to 30 s for the lock.
+
+Several bot processes share one log (Discord shards, Slack behind a load balancer, a rolling restart). The one rule
+(`stale`): a pending post or generation is stale when its owner's lease (3 of the owner's heartbeats past its last
+beat) ran out (SIGKILLed) or the owner is gone (stopped), or when it has no owner (a CLI command's, or a row older
+than revision 0004) and was last touched before a cutoff: at a bot's start every unowned row, for a CLI command only
+those older than the longest they can take. A live process's rows are never touched.
 """
 
 import asyncio
@@ -55,7 +57,7 @@ from storage.models import Base, Generation, Post, Process
 from storage.records import CheckReport
 
 log = logging.getLogger(__name__)
-LEASE_BEATS = 3     # a process whose last beat is older than this many heartbeats has stopped
+LEASE_BEATS = 3     # each beat extends a process's lease by this many heartbeats; silent past it, it has stopped
 
 
 def utcnow() -> datetime:
@@ -77,10 +79,11 @@ def record(cls, obj, **extra):
     return cls(**{name: getattr(obj, name) for name in names}, **extra)
 
 
-def stale(owner, touched, live_since: datetime, unowned_before: datetime | None):
-    """The one rule for a pending row (a post or a generation): its owner process has not beaten since `live_since`
-    (or is gone), or it has no owner and was `touched` before `unowned_before` (None: unowned rows are left alone)."""
-    live = select(Process.id).where(Process.beat_at >= live_since)
+def stale(owner, touched, now: datetime, unowned_before: datetime | None):
+    """The one rule for a pending row (a post or a generation): its owner process's lease ran out before `now` (or
+    the process is gone), or it has no owner and was `touched` before `unowned_before` (None: unowned rows are left
+    alone). Each process sets its own lease, so bots with different heartbeat_s can share the log."""
+    live = select(Process.id).where(Process.lease_until > now)
     orphaned = and_(owner.is_not(None), owner.not_in(live))
     if unowned_before is None:
         return orphaned
@@ -159,7 +162,8 @@ class DatabaseCore:
         if self.process_id is not None:
             raise RuntimeError("this process is already registered")
         now = utcnow()
-        row = Process(host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, beat_at=now)
+        row = Process(host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, beat_at=now,
+                      lease_until=now + LEASE_BEATS * self.heartbeat)
         async with self._write() as session:
             session.add(row)
             await session.flush()
@@ -171,7 +175,9 @@ class DatabaseCore:
         """One heartbeat: this process is alive; the pending rows of processes that stopped beating are settled.
         Returns how many posts became unknown."""
         async with self._write() as session:
-            await session.execute(update(Process).where(Process.id == self.process_id).values(beat_at=utcnow()))
+            now = utcnow()
+            await session.execute(update(Process).where(Process.id == self.process_id).values(
+                beat_at=now, lease_until=now + LEASE_BEATS * self.heartbeat))
         await self._fail_pending_generations(None)
         return await self._mark_pending_unknown(None)
 
@@ -186,9 +192,6 @@ class DatabaseCore:
             if unknown:
                 log.warning("%d post(s) of a proverbot process that stopped beating have an unknown outcome: check the "
                             "account, then `proverbot db settle-post ID posted|failed`", unknown)
-
-    def _live_since(self) -> datetime:
-        return utcnow() - LEASE_BEATS * self.heartbeat
 
     def _id(self, value, what: str) -> int:
         """`value` as the id of a `what` row; NotFound for anything no row can have (not a positive int, or past the
@@ -216,7 +219,7 @@ class DatabaseCore:
     async def _mark_pending_unknown(self, unowned_before: datetime | None) -> int:
         """Stale pending posts (see `stale`) become unknown; returns how many."""
         query = update(Post).where(Post.status == "pending",
-                                   stale(Post.owner_id, Post.updated_at, self._live_since(), unowned_before))
+                                   stale(Post.owner_id, Post.updated_at, utcnow(), unowned_before))
         async with self._write() as session:
             result = await session.execute(query.values(
                 status="unknown", updated_at=utcnow(),
@@ -227,7 +230,7 @@ class DatabaseCore:
         """Stale pending generations (see `stale`) become failed: the process that sampled them stopped. Returns how
         many."""
         query = update(Generation).where(Generation.status == "pending", stale(
-            Generation.owner_id, Generation.created_at, self._live_since(), unowned_before))
+            Generation.owner_id, Generation.created_at, utcnow(), unowned_before))
         async with self._write() as session:
             result = await session.execute(query.values(
                 status="failed", finished_at=utcnow(), error="proverbot stopped while sampling"))

@@ -194,6 +194,7 @@ class Process(Base):
     pid: Mapped[int]
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     beat_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    lease_until: Mapped[datetime] = mapped_column(UtcDateTime())  # beat_at + 3 of its heartbeats: alive until then
 
 
 class AuditEntry(Base):
