@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import transformers
 
-    from model.run import find_run, load_run
+    from model.run import load_run
+    from model.runinfo import find_run
     from model.train import hold_out, perplexity
 
     transformers.logging.set_verbosity_error()

@@ -79,7 +79,7 @@ def run_folder(args: argparse.Namespace, tmp: str) -> Path:
     """The run folder to load: with --random-init a random 124M one written into `tmp` by a child process (so
     that building it does not count in this process's memory), else the trained run named."""
     from model.errors import ModelError
-    from model.run import find_run
+    from model.runinfo import find_run
 
     if not args.random_init:
         try:
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     import transformers
 
     from model.base import pick_device
-    from model.sample import SampleRequest
+    from model.candidates import SampleRequest
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

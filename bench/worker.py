@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import transformers
 
-    from model.sample import SampleRequest
+    from model.candidates import SampleRequest
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

@@ -36,10 +36,9 @@ def open_sampler(settings: Settings, run_name: str | None, checkpoint_dir: str |
                  dtype: str | None = None):
     """A model.sample.Sampler of the run (default: settings' run_name, else the most recently trained); with
     sampler_url set, a model.remote.RemoteSampler of that server, which loads no weights: its training texts (to
-    catch copies) come from sampler_corpus when set and no run is named, else from the run folder's corpus.txt."""
-    from model.base import pick_device
-    from model.run import find_run, load_run
-    from model.sample import Sampler
+    catch copies) come from sampler_corpus when set and no run is named, else from the run folder's corpus.txt.
+    Only the in-process sampler imports torch."""
+    from model.runinfo import find_run
 
     if settings.sampler_url:
         from model.remote import open_remote
@@ -48,6 +47,10 @@ def open_sampler(settings: Settings, run_name: str | None, checkpoint_dir: str |
         folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name) if named else None
         return open_remote(sampler_server(settings), folder, settings.sampler_corpus, settings.blocked_words,
                            settings.max_tweet_length, settings.max_corpus_mb * 2**20)
+    from model.base import pick_device
+    from model.run import load_run
+    from model.sample import Sampler
+
     folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name)
     run = load_run(folder, pick_device(device or settings.device), dtype or settings.sample_dtype)
     return Sampler(run, blocked_words=settings.blocked_words, max_length=settings.max_tweet_length)
@@ -80,7 +83,7 @@ def training_report(result) -> str:
 def train_default_if_missing(settings: Settings):
     """Train the embedded default into checkpoint_dir when it holds no run yet: the model.train.TrainResult (its
     `stopped` says whether Ctrl-C or SIGTERM cut it short), or None when a run was there or sampler_url is set."""
-    from model.run import list_runs
+    from model.runinfo import list_runs
     from model.train import make_config, train
 
     if settings.sampler_url or list_runs(settings.checkpoint_dir):  # a remote sampler needs no weights here
@@ -142,7 +145,7 @@ async def cli_log(settings: Settings) -> AsyncIterator:
 async def generate_logged(settings: Settings, sampler, request):
     """Candidates for `request`, logged as a generation of platform "cli" by the core's workflow
     (chatbot.core.generate), in a model worker like the bot's: the event loop stays free, so Ctrl-C marks the
-    generation failed at once, and a request takes at most sample_timeout. Returns the model.sample.CandidateBatch,
+    generation failed at once, and a request takes at most sample_timeout. Returns the model.candidates.CandidateBatch,
     its generation_id set."""
     from chatbot.context import cli_context
     from chatbot.core import ModelInfo, generate

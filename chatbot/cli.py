@@ -275,7 +275,7 @@ def cmd_generate(args) -> None:
 
 def generate_texts(args, settings: Settings) -> list[str]:
     """`proverbot generate`'s samples: raw (--nsamples), or usable candidates, logged, with a summary on stderr."""
-    from model.sample import SampleRequest
+    from model.candidates import SampleRequest
 
     temperature = settings.temperature if args.temperature is None else args.temperature
     sampler = open_sampler(settings, args.run_name, args.checkpoint_dir, args.device, args.dtype)

@@ -29,7 +29,7 @@ from chatbot.context import Context
 from chatbot.posting import Posted, Poster, PublisherUsage
 from chatbot.publishers import Publisher
 from chatbot.publishers.registry import Publishers
-from model.sample import CandidateBatch, SampleRequest, prefix_problem
+from model.candidates import CandidateBatch, SampleRequest, prefix_problem
 from proverbot_errors import ProverbotError
 from storage import (
     Database,
@@ -69,7 +69,7 @@ class ModelInfo:
 
     @classmethod
     def of(cls, sampler) -> ModelInfo:
-        """What a model.sample.BaseSampler serves."""
+        """What a model.candidates.BaseSampler serves."""
         return cls(sampler.run_name, sampler.checkpoint_id, sampler.device, sampler.separator, sampler.backend)
 
 

@@ -136,7 +136,7 @@ def cmd_post(args) -> int:
 def cmd_tweet(args) -> int:
     from chatbot.app import generate_logged, open_sampler
     from chatbot.publishers.factory import build_publishers
-    from model.sample import SampleRequest
+    from model.candidates import SampleRequest
 
     settings = load_settings()
     publishers = build_publishers(settings)           # bad credentials stop it before any sampling

@@ -21,7 +21,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
 from model.corpus import SEPARATOR
 from model.errors import ModelError
-from model.run import Run, is_run, save_run
+from model.run import Run, save_run
+from model.runinfo import is_run
 from model.tfcheckpoint import TFCheckpoint
 from model.tokenizer import gpt2_tokenizer
 

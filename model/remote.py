@@ -5,7 +5,7 @@
     batch = sampler.candidates(SampleRequest(count=5))                 # like model.sample.Sampler's
 
 Only the raw texts come from the server (`POST /v1/completions`); the check of the parameters, the filters and the
-refill loop are model.sample.BaseSampler's, so copies of the training texts are caught as in-process. The training
+refill loop are model.candidates.BaseSampler's, so copies of the training texts are caught as in-process. The training
 texts, the separator and the tokenizer (to frame the prompt as in training and to refuse an over-long prefix before
 the server does) come from a local run folder, which needs no weights; without one, from a corpus file, and the
 prompt starts with the separator line as text.
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import httpx
 
-from model.corpus import SEPARATOR, read_corpus, split_blocks
+from model.candidates import BaseSampler, Sample, SampleRequest, cut, room
+from model.corpus import SEPARATOR, read_corpus
 from model.errors import SamplingError
 from model.filters import CandidateFilter
-from model.run import BLOCKS, META, damaged, loading, read_json
-from model.sample import BaseSampler, Sample, SampleRequest, cut, room
+from model.runinfo import loading, read_blocks, read_json, read_meta
 from model.tokenizer import separator_ids
 
 log = logging.getLogger(__name__)
@@ -190,23 +190,16 @@ def open_remote(server: Server, folder: Path | None = None, corpus: Path | None 
                 max_length: int = 280, max_corpus_bytes: int | None = None) -> RemoteSampler:
     """A RemoteSampler whose separator, tokenizer and training texts come from a local run folder (no weights are
     read), or else from a corpus file (the separator is the default one)."""
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast  # not AutoTokenizer, which imports torch
 
     if folder is None:
         limit = {"max_bytes": max_corpus_bytes} if max_corpus_bytes else {}
         blocks = read_corpus(corpus, SEPARATOR, **limit).blocks
         return RemoteSampler(server, SEPARATOR, blocks, server.model, blocked_words=blocked_words,
                              max_length=max_length)
-    meta = read_json(folder / META)
-    separator = meta.get("separator", SEPARATOR)
-    if not isinstance(separator, str):
-        raise damaged(folder / META, f"the separator is {separator!r}, not text")
+    meta, separator = read_meta(folder)
     with loading(folder / "tokenizer.json"):
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
     n_ctx = read_json(folder / "config.json").get("n_positions")
-    blocks = []
-    if (folder / BLOCKS).exists():
-        with loading(folder / BLOCKS):
-            blocks = split_blocks((folder / BLOCKS).read_text(encoding="utf-8"), separator, folder / BLOCKS, False)
-    return RemoteSampler(server, separator, blocks, folder.name, meta.get("checkpoint_id", ""), tokenizer, n_ctx,
-                         blocked_words, max_length)
+    return RemoteSampler(server, separator, read_blocks(folder, separator), folder.name, meta.get("checkpoint_id", ""),
+                         tokenizer, n_ctx, blocked_words, max_length)

@@ -9,10 +9,9 @@
 
 Files are written to a staging folder first and moved into place, proverbot.json last: a save cut short
 while writing leaves the previous checkpoint, one cut short while moving is completed by `finish_save`.
-A corrupt or incomplete file is one ModelError line naming it (`loading`).
+A corrupt or incomplete file is one ModelError line naming it (model.runinfo: the files a run folder holds, no torch).
 """
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -24,17 +23,14 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from model.corpus import SEPARATOR, split_blocks
 from model.errors import ModelError
+from model.runinfo import BLOCKS, META, WEIGHTS, is_run, loading, read_blocks, read_json, read_meta
 from model.speed import fuse_gelu, quantize_int8, sample_dtype
 from model.tokenizer import separator_ids
 
 log = logging.getLogger(__name__)
 
-META = "proverbot.json"
 STATE = "training_state.pt"
-BLOCKS = "corpus.txt"
-WEIGHTS = "model.safetensors"
 STAGING = ".staging"
 STATE_KEYS = ("optimizer", "step", "best_val", "bad_evals", "batch_rng", "torch_rng")
 
@@ -130,32 +126,6 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def is_run(folder: Path) -> bool:
-    return (folder / META).is_file() and (folder / WEIGHTS).is_file()
-
-
-def find_run(checkpoint_dir: str | Path, run_name: str | None = None) -> Path:
-    """The named run, or the most recently trained one when no name is given."""
-    checkpoint_dir = Path(checkpoint_dir)
-    if run_name:
-        folder = checkpoint_dir / run_name
-        if not is_run(folder):
-            runs = ", ".join(list_runs(checkpoint_dir)) or "none yet"
-            raise ModelError(f"No trained run {run_name!r} in {checkpoint_dir}/ ({runs}).")
-        return folder
-    runs = [checkpoint_dir / name for name in list_runs(checkpoint_dir)]
-    if not runs:
-        raise ModelError(f"No trained model in {checkpoint_dir}/ yet: run `proverbot train` first.")
-    return max(runs, key=lambda folder: (folder / WEIGHTS).stat().st_mtime)
-
-
-def list_runs(checkpoint_dir: str | Path) -> list[str]:
-    checkpoint_dir = Path(checkpoint_dir)
-    if not checkpoint_dir.is_dir():
-        return []
-    return sorted(p.name for p in checkpoint_dir.iterdir() if is_run(p))
-
-
 def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> Run:
     """A run folder's model on `device`. `dtype` (model.speed.SAMPLE_DTYPES; "auto": the fastest format that
     keeps quality there) is for sampling: a run to train or save must be loaded as float32. A damaged file of
@@ -167,20 +137,14 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str 
     dtype = sample_dtype(dtype, device)
     for path in sorted(folder.glob("*.json")):  # config, generation config, tokenizer: a damaged one names itself
         read_json(path)
-    meta = read_json(folder / META)
-    separator = meta.get("separator", SEPARATOR)
-    if not isinstance(separator, str):
-        raise damaged(folder / META, f"the separator is {separator!r}, not text")
+    meta, separator = read_meta(folder)
     with loading(folder / "tokenizer.json"):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     with loading(folder / "config.json"):
         config = GPT2Config.from_pretrained(folder)
     with loading(folder / WEIGHTS):
         model = load_weights(folder, config, torch.bfloat16 if dtype == "bfloat16" else torch.float32)
-    blocks = []
-    if (folder / BLOCKS).exists():
-        with loading(folder / BLOCKS):
-            blocks = split_blocks((folder / BLOCKS).read_text(encoding="utf-8"), separator, folder / BLOCKS, False)
+    blocks = read_blocks(folder, separator)
     model = fuse_gelu(model.to(device).eval())
     if dtype == "int8":
         model = quantize_int8(model)
@@ -201,15 +165,6 @@ def load_weights(folder: Path, config: GPT2Config, dtype: torch.dtype) -> GPT2LM
     return model
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from a run's file (config, tokenizer, proverbot.json), or the ModelError naming it."""
-    with loading(path):
-        value = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(value, dict):
-            raise TypeError(f"a JSON {type(value).__name__}, not an object")
-        return value
-
-
 def load_state(folder: Path) -> dict | None:
     """The training state saved with the checkpoint (optimizer, step, random state), None when there is none."""
     path = folder / STATE
@@ -223,26 +178,3 @@ def load_state(folder: Path) -> dict | None:
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
         return state
-
-
-@contextlib.contextmanager
-def loading(path: Path):
-    """Reading one file of a run: any failure inside is the ModelError that names it as damaged.
-
-    with loading(folder / "model.safetensors"):
-        model = GPT2LMHeadModel.from_pretrained(folder)
-    """
-    if not path.is_file():
-        raise damaged(path, "the file is missing")
-    try:
-        yield
-    except Exception as err:  # json, safetensors, tokenizers and torch each raise their own kinds
-        raise damaged(path, err) from err
-
-
-def damaged(path: Path, reason: Exception | str) -> ModelError:
-    """The one line for a corrupt or incomplete file of a run: the file and a short reason."""
-    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
-    text = f"no key {text}" if isinstance(reason, KeyError) else text.split(". ")[0][:160].rstrip(".")
-    return ModelError(f"The checkpoint cannot be loaded: {path} is corrupt or incomplete ({text}); "
-                      "train again or restore it.")

@@ -24,8 +24,10 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from model.base import is_device, load_base, pick_device
 from model.corpus import MAX_CORPUS_BYTES, SEPARATOR, read_corpus
 from model.errors import ModelError
-from model.run import STATE, Run, finish_save, is_run, load_run, load_state, loading, save_run
-from model.sample import Sampler, SampleRequest
+from model.candidates import SampleRequest
+from model.run import STATE, Run, finish_save, load_run, load_state, save_run
+from model.runinfo import is_run, loading
+from model.sample import Sampler
 from model.signals import StopSignals
 from model.speed import TRAIN_DTYPES, fuse_gelu, train_autocast
 from model.tokenizer import encode_blocks, separator_ids, train_tokenizer

@@ -19,12 +19,11 @@ import asyncio
 import dataclasses
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, Self
-
-import torch
 
 from model.errors import BusyError, ModelError, ProverbotError, SamplingError
 
@@ -249,9 +248,11 @@ class ModelWorker:
 
     def _candidates(self, generator: Generator, request: Any) -> Any:
         """generator.candidates(request), retried once with half the batch on CUDA OOM."""
+        torch = sys.modules.get("torch")  # an in-process sampler loaded it; a remote one needs none, and has no OOM
+        out_of_memory = torch.cuda.OutOfMemoryError if torch else ()
         try:
             return generator.candidates(request)
-        except torch.cuda.OutOfMemoryError:
+        except out_of_memory:
             log.warning("CUDA out of memory at batch_size=%s; retrying with half", request.batch_size)
         # Retry outside the except block: the exception's traceback keeps the
         # failed attempt's tensors alive, and empty_cache() could not free them.
@@ -259,7 +260,7 @@ class ModelWorker:
         smaller = dataclasses.replace(request, batch_size=max(1, request.batch_size // 2))
         try:
             return generator.candidates(smaller)
-        except torch.cuda.OutOfMemoryError:
+        except out_of_memory:
             log.warning("CUDA out of memory again at batch_size=%s", smaller.batch_size)
         torch.cuda.empty_cache()
         raise SamplingError(

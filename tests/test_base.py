@@ -8,7 +8,8 @@ from transformers import AutoTokenizer, GPT2LMHeadModel
 from model.base import load_base, pick_device
 from model.errors import ModelError
 from model.run import load_run
-from model.sample import SampleRequest, Sampler
+from model.candidates import SampleRequest
+from model.sample import Sampler
 from model.tokenizer import GPT2_VOCAB
 from model.train import train
 

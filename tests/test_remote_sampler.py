@@ -22,9 +22,10 @@ from chatbot.context import Context
 from chatbot.core import Core, Defaults, ModelInfo
 from chatbot.frontends.console import Console
 from chatbot.publishers.dryrun import DryRunPublisher
+from model.candidates import SampleRequest
+from model.errors import SamplingError
 from model.remote import RemoteError, RemoteSampler, Server, open_remote
-from model.run import BLOCKS
-from model.sample import SampleRequest, SamplingError
+from model.runinfo import BLOCKS
 from model.worker import ModelWorker
 from storage import Database
 
@@ -260,3 +261,31 @@ def test_doctor_checks_the_sampler(monkeypatch, capsys, served):
     assert main(["doctor"]) == 1
     assert "is it running?" in capsys.readouterr().out
 
+
+
+def test_a_bot_with_a_remote_sampler_loads_no_torch(trained_run):
+    """The point of a remote sampler: the bot process holds no weights, so it need not load torch (~400 MB)."""
+    child = f"""
+import asyncio, sys
+from chatbot.app import open_sampler
+import chatbot.cli  # what `proverbot run` imports
+from chatbot.config import load_settings
+from model.candidates import SampleRequest
+from model.remote import RemoteError
+from model.worker import ModelWorker
+
+async def ask():
+    async with ModelWorker(lambda: open_sampler(load_settings(), "tiny", {str(trained_run.parent)!r}, None)) as worker:
+        try:
+            await worker.sample(SampleRequest(count=1))
+        except RemoteError as err:
+            print("answer:", err)
+
+asyncio.run(ask())
+print("torch loaded:", "torch" in sys.modules)
+"""
+    env = os.environ | {"PROVERBOT_SAMPLER_URL": "http://127.0.0.1:9", "PROVERBOT_SAMPLER_MODEL": "tiny"}
+    result = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "answer: The sampler at http://127.0.0.1:9 cannot be reached" in result.stdout
+    assert "torch loaded: False" in result.stdout

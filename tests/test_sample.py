@@ -6,7 +6,7 @@ import torch
 from transformers import LogitsProcessor
 
 from model.errors import SamplingError
-from model.sample import SampleRequest
+from model.candidates import SampleRequest
 from model.worker import ModelWorker
 
 

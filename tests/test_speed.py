@@ -7,7 +7,8 @@ from transformers.pytorch_utils import Conv1D
 from model import speed
 from model.errors import ModelError
 from model.run import load_run
-from model.sample import Sampler, SampleRequest
+from model.candidates import SampleRequest
+from model.sample import Sampler
 from model.speed import int8_supported, sample_dtype, train_autocast
 from model.train import hold_out, perplexity
 
