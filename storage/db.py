@@ -92,8 +92,8 @@ def stale(owner, touched, now: datetime, unowned_before: datetime | None):
 
 class DatabaseCore:
     def __init__(self, url: str, *, heartbeat_s: float = 15.0):
-        if not heartbeat_s > 0:
-            raise ValueError(f"heartbeat_s must be a positive number of seconds, not {heartbeat_s!r}")
+        if not 0 < heartbeat_s <= 86400:
+            raise ValueError(f"heartbeat_s must be a positive number of seconds, at most a day, not {heartbeat_s!r}")
         self.heartbeat = timedelta(seconds=heartbeat_s)
         self.process_id: int | None = None  # set by register_process(): the owner of what this process begins
         self._beating: asyncio.Task | None = None

@@ -100,8 +100,8 @@ def test_a_bad_heartbeat_setting_is_one_line_naming_it(monkeypatch, tmp_path, ba
 
 
 def test_the_heartbeat_must_be_a_positive_number_of_seconds():
-    for bad in (0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="heartbeat_s must be a positive number of seconds"):
+    for bad in (0, -1.0, float("nan"), float("inf"), 1e308):
+        with pytest.raises(ValueError, match="heartbeat_s must be a positive number of seconds, at most a day"):
             Database("sqlite+aiosqlite:///unused.db", heartbeat_s=bad)
 
 
@@ -172,11 +172,16 @@ def proverbot_run(fake: FakeX, trained_run: Path, database: Path) -> tuple[subpr
     return process, lines
 
 
-def wait_for(lines: queue.Queue, start: str, within_s: float = 120.0) -> str:
-    """The first line that starts with `start` (queue.Empty if none comes in time)."""
+def wait_for(process: subprocess.Popen, lines: queue.Queue, start: str, within_s: float = 120.0) -> str:
+    """The first line of `process` that starts with `start`; AssertionError, with its errors, if none comes in time."""
     deadline = time.monotonic() + within_s
-    while not (line := lines.get(timeout=max(deadline - time.monotonic(), 0.01))).startswith(start):
-        pass
+    try:
+        while not (line := lines.get(timeout=max(deadline - time.monotonic(), 0.01))).startswith(start):
+            pass
+    except queue.Empty:
+        if process.poll() is None:
+            process.kill()
+        raise AssertionError(f"no {start!r} line: {process.wait(30)=}, stderr: {process.stderr.read()}") from None
     return line
 
 
@@ -194,12 +199,12 @@ def test_two_proverbot_runs_a_post_in_flight_survives_the_other_start_and_is_unk
         first, first_lines = proverbot_run(fake, trained_run, database)
         second = None
         try:
-            wait_for(first_lines, "proverbot console:")
+            wait_for(first, first_lines, "proverbot console:")
             first.stdin.write("/proverb count:2 length:20\n/vote 1\n/post\n")
             first.stdin.flush()
             assert fake.held.wait(120)
             second, second_lines = proverbot_run(fake, trained_run, database)
-            wait_for(second_lines, "proverbot console:")
+            wait_for(second, second_lines, "proverbot console:")
             pids = query(database, "SELECT pid FROM processes ORDER BY id")
             assert pids == [(first.pid,), (second.pid,)]
             [(post_id, status, owner)] = query(database, "SELECT id, status, owner_id FROM posts")
