@@ -84,10 +84,11 @@ def train_default_if_missing(settings: Settings):
     """Train the embedded default into checkpoint_dir when it holds no run yet: the model.train.TrainResult (its
     `stopped` says whether Ctrl-C or SIGTERM cut it short), or None when a run was there or sampler_url is set."""
     from model.runinfo import list_runs
-    from model.train import make_config, train
 
     if settings.sampler_url or list_runs(settings.checkpoint_dir):  # a remote sampler needs no weights here
         return None
+    from model.train import make_config, train
+
     print(f"No trained model in {settings.checkpoint_dir}/ yet: training the embedded default on {settings.corpus} "
           "(a few minutes on a CPU; Ctrl-C saves and stops).", flush=True)
     cfg = make_config("tiny", corpus=str(settings.corpus), checkpoint_dir=str(settings.checkpoint_dir),

@@ -264,28 +264,13 @@ def test_doctor_checks_the_sampler(monkeypatch, capsys, served):
 
 
 def test_a_bot_with_a_remote_sampler_loads_no_torch(trained_run):
-    """The point of a remote sampler: the bot process holds no weights, so it need not load torch (~400 MB)."""
-    child = f"""
-import asyncio, sys
-from chatbot.app import open_sampler
-import chatbot.cli  # what `proverbot run` imports
-from chatbot.config import load_settings
-from model.candidates import SampleRequest
-from model.remote import RemoteError
-from model.worker import ModelWorker
-
-async def ask():
-    async with ModelWorker(lambda: open_sampler(load_settings(), "tiny", {str(trained_run.parent)!r}, None)) as worker:
-        try:
-            await worker.sample(SampleRequest(count=1))
-        except RemoteError as err:
-            print("answer:", err)
-
-asyncio.run(ask())
-print("torch loaded:", "torch" in sys.modules)
-"""
-    env = os.environ | {"PROVERBOT_SAMPLER_URL": "http://127.0.0.1:9", "PROVERBOT_SAMPLER_MODEL": "tiny"}
-    result = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120)
+    """The point of a remote sampler: `proverbot run` holds no weights, so it loads no torch (~400 MB): here a console
+    bot asks a sampler that is down for a proverb, says why it has none, and quits."""
+    child = "import sys\nfrom chatbot.cli import main\nmain(['run'])\nprint('torch loaded:', 'torch' in sys.modules)"
+    env = os.environ | {"PROVERBOT_SAMPLER_URL": "http://127.0.0.1:9", "PROVERBOT_SAMPLER_MODEL": "tiny",
+                        "PROVERBOT_CHECKPOINT_DIR": str(trained_run.parent), "PROVERBOT_RUN_NAME": trained_run.name}
+    result = subprocess.run([sys.executable, "-c", child], input="/proverb\n/quit\n", env=env, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "answer: The sampler at http://127.0.0.1:9 cannot be reached" in result.stdout
+    assert "Sorry: The sampler at http://127.0.0.1:9 cannot be reached" in result.stdout
     assert "torch loaded: False" in result.stdout
