@@ -89,6 +89,22 @@ async def test_a_closed_process_rows_are_settled_at_the_next_beat_of_another(url
         await second.close()
 
 
+async def test_each_process_keeps_the_lease_of_its_own_heartbeat(url):
+    slow = Database(url, heartbeat_s=3600)      # alive for 3 hours past each beat
+    await slow.start()
+    quick = Database(url, heartbeat_s=0.001)    # settles anything whose own lease ran out, not a 3 ms lease
+    try:
+        await slow.register_process()
+        post = await slow.begin_post("x", text="from a slow beater")
+        await quick.start()
+        await quick.register_process()
+        assert await quick.beat() == 0
+        assert (await quick.get_post(post.id)).status == "pending"
+    finally:
+        await quick.close()
+        await slow.close()
+
+
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "soon", "7200"])
 def test_a_bad_heartbeat_setting_is_one_line_naming_it(monkeypatch, tmp_path, bad):
     monkeypatch.chdir(tmp_path)
