@@ -7,7 +7,7 @@ await db.record_generation(platform, channel_id=..., server_id=..., user_id=...,
 await db.finish_generation(id, candidates, duration=..., samples=..., tokens=..., run_name=..., checkpoint_id=...,
                            device=..., at=None) -> GenerationInfo
         the outcome and ALL candidates in one transaction (a crash leaves it pending with none, never half a
-        batch); candidates are NewCandidate, model.sample.Candidate (with .verdict) or plain strings
+        batch); candidates are NewCandidate, model.candidates.Candidate (with .verdict) or plain strings
 await db.fail_generation(id, error, duration=None, at=None)
 await db.fail_stale_generations(before) -> int
         stale pending generations become failed, "proverbot stopped while sampling" (storage/db.py's rule): those of

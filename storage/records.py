@@ -9,7 +9,7 @@ from datetime import datetime
 
 @dataclass(frozen=True)
 class NewCandidate:
-    """A candidate to record with finish_generation (model.sample.Candidate objects are accepted as they are)."""
+    """A candidate to record with finish_generation (model.candidates.Candidate objects are accepted as they are)."""
 
     text: str
     tokens: int = 0

@@ -98,7 +98,7 @@ async def test_a_generation_records_the_request_then_its_outcome_and_candidates(
     assert pending.created_at == T0 and pending.created_at.tzinfo is not None
 
     verdict = SimpleNamespace(usable=False, reason="too_long", detail="tweet length 301 > 280")
-    from_sampler = SimpleNamespace(text="thou shalt be long", tokens=7, verdict=verdict)  # model.sample.Candidate
+    from_sampler = SimpleNamespace(text="thou shalt be long", tokens=7, verdict=verdict)  # model.candidates.Candidate
     done = await db.finish_generation(gid, [NewCandidate("thou shalt 🦉", tokens=4), from_sampler, "plain text"],
                                       duration=1.5, samples=9, tokens=120, run_name="default",
                                       checkpoint_id="2320050d41be", device="cuda:0", at=T0 + timedelta(seconds=2))
