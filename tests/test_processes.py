@@ -211,7 +211,7 @@ def test_two_proverbot_runs_a_post_in_flight_survives_the_other_start_and_is_unk
                                                                                                      tmp_path):
     database = tmp_path / "log.db"
     with FakeX(*KEYS.values()) as fake:
-        fake.hold("POST /2/tweets")         # X takes the post, and its answer waits
+        fake.hold("POST /2/tweets", limit=600)     # X takes the post, and its answer waits (the test releases it)
         first, first_lines = proverbot_run(fake, trained_run, database)
         second = None
         try:

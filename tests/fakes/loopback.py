@@ -65,6 +65,7 @@ class FakeServer:
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.hold_route: str | None = None
+        self.hold_limit = HOLD_LIMIT
         self.held = threading.Event()
         self.release = threading.Event()
         self.lock = threading.Lock()
@@ -85,9 +86,9 @@ class FakeServer:
         self.server.shutdown()
         self.server.server_close()
 
-    def hold(self, route: str) -> None:
-        """Hold the next request of `route` (e.g. "POST /2/tweets") until `release` is set."""
-        self.hold_route = route
+    def hold(self, route: str, limit: float = HOLD_LIMIT) -> None:
+        """Hold the next request of `route` (e.g. "POST /2/tweets") until `release` is set, `limit` seconds at most."""
+        self.hold_route, self.hold_limit = route, limit
 
     def received(self, route: str) -> list[Request]:
         return [r for r in self.requests if r.route == route]
@@ -102,7 +103,7 @@ class FakeServer:
         if request.route == self.hold_route:
             self.hold_route = None
             self.held.set()
-            self.release.wait(HOLD_LIMIT)
+            self.release.wait(self.hold_limit)
         return reply
 
     def handle(self, request: Request) -> Reply:
