@@ -7,6 +7,9 @@ posts        one row per (platform, normalised text): pending → posted | faile
 schedules    one row per (platform, server, channel): a daily time in an IANA zone, claimed by next_run_at, and the
              publisher it posts to
 audit_log    admin actions: who did what to what, when
+blocked_words  revision 0005: the words moderators blocked from chat (matched as whole words, case- and
+             accent-insensitively, with the config file's blocked_words)
+channel_runs revision 0005: the run a channel samples from (/model use), one row per (platform, server, channel)
 processes    one row per running bot process (revision 0004): its heartbeat; pending posts and generations name
              their owner (owner_id, no foreign key: a gone or silent owner means the row is stale, see storage/db.py)
 
@@ -120,6 +123,9 @@ class Candidate(Base):
     reason: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str | None] = mapped_column(String(64))
+    vetoed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # revision 0005: never posted, votes void
+    vetoed_by_id: Mapped[str | None] = mapped_column(String(64))
+    vetoed_by_name: Mapped[str | None] = mapped_column(String(200))
 
 
 class Vote(Base):
@@ -160,6 +166,9 @@ class Post(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     posted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     owner_id: Mapped[int | None]  # revision 0004: the process that began it (None: a CLI command, or older)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # revision 0005: withdrawn by /unpost
+    deleted_by_id: Mapped[str | None] = mapped_column(String(64))
+    deleted_by_name: Mapped[str | None] = mapped_column(String(200))
 
 
 class Schedule(Base):
@@ -195,6 +204,35 @@ class Process(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     beat_at: Mapped[datetime] = mapped_column(UtcDateTime())
     lease_until: Mapped[datetime] = mapped_column(UtcDateTime())  # beat_at + 3 of its heartbeats: alive until then
+
+
+class BlockedWord(Base):
+    """Revision 0005."""
+
+    __tablename__ = "blocked_words"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    word_key: Mapped[str] = mapped_column(String(200), unique=True)  # casefolded, accents stripped
+    word: Mapped[str] = mapped_column(String(200))  # as the moderator wrote it
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    added_by_id: Mapped[str | None] = mapped_column(String(64))
+    added_by_name: Mapped[str | None] = mapped_column(String(200))
+
+
+class ChannelRun(Base):
+    """Revision 0005."""
+
+    __tablename__ = "channel_runs"
+    __table_args__ = (UniqueConstraint("platform", "server_id", "channel_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    server_id: Mapped[str] = mapped_column(String(64), default="")
+    channel_id: Mapped[str] = mapped_column(String(64))
+    run_name: Mapped[str] = mapped_column(String(200))
+    set_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    set_by_id: Mapped[str | None] = mapped_column(String(64))
+    set_by_name: Mapped[str | None] = mapped_column(String(200))
 
 
 class AuditEntry(Base):

@@ -101,7 +101,7 @@ async def test_an_old_log_upgrades_with_schedules_on_the_default_publisher(tmp_p
     db = Database(sqlite_url(path))
     await db.start()
     try:
-        assert db.migrated == ("0001", "0004")
+        assert db.migrated == ("0001", "0005")
         assert [s.publisher for s in await db.list_schedules()] == [None]
     finally:
         await db.close()

@@ -82,23 +82,23 @@ def test_history_exports_json_and_csv_with_every_field(log, capsys):
 
 def test_db_upgrade_creates_then_upgrades_an_old_log(log, capsys):
     code, out, _ = run(capsys, "db", "upgrade")
-    assert code == 0 and "at schema 0004 (was empty: created)" in out
-    assert run(capsys, "db", "upgrade")[1].endswith("is up to date (schema 0004).\n")
+    assert code == 0 and "at schema 0005 (was empty: created)" in out
+    assert run(capsys, "db", "upgrade")[1].endswith("is up to date (schema 0005).\n")
     log.unlink()
     shutil.copy(FIXTURE, log)
     code, out, _ = run(capsys, "db", "upgrade")
-    assert code == 0 and "at schema 0004 (was 0001)" in out
+    assert code == 0 and "at schema 0005 (was 0001)" in out
 
 
 def test_db_check_reports_and_fails_when_something_needs_doing(log, capsys):
     fill(log)
     code, out, _ = run(capsys, "db", "check")
-    assert code == 0 and "integrity: ok" in out and "schema:    0004" in out and "candidates 2" in out
+    assert code == 0 and "integrity: ok" in out and "schema:    0005" in out and "candidates 2" in out
     assert "problem" not in out
     log.unlink()
     shutil.copy(FIXTURE, log)
     code, out, _ = run(capsys, "db", "check")
-    assert code == 1 and "schema:    0001 (this proverbot: 0004)" in out and "proverbot db upgrade" in out
+    assert code == 1 and "schema:    0001 (this proverbot: 0005)" in out and "proverbot db upgrade" in out
 
 
 def test_db_backup_and_its_refusals(log, capsys, tmp_path):

@@ -208,14 +208,14 @@ async def test_the_migrations_build_exactly_the_models(tmp_path):
     db = Database(sqlite_url(tmp_path / "new.db"))
     await db.start()
     try:
-        assert db.migrated == (None, migrate.head_revision()) == (None, "0004")
+        assert db.migrated == (None, migrate.head_revision()) == (None, "0005")
         async with db.engine.connect() as connection:
             assert await connection.run_sync(migrate.schema_differences) == []
     finally:
         await db.close()
     again = Database(sqlite_url(tmp_path / "new.db"))
     await again.start()
-    assert again.migrated == ("0004", "0004")
+    assert again.migrated == ("0005", "0005")
     await again.close()
 
 
