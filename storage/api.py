@@ -26,6 +26,7 @@ Each method is documented in the module that holds it:
                             mark_stale_posts_unknown (+ normalise_text)
     storage/schedules.py    set_schedule, get_schedule, list_schedules, disable_schedule, claim_due_schedules
                             (+ next_run_after)
+    storage/channels.py     set_channel_run, get_channel_run (each channel's run: /model use)
     storage/history.py      record_audit, history
 Records returned are the frozen dataclasses of storage/records.py; errors are storage/errors.py (ProverbotError).
 Every id is checked before a query (DatabaseCore._id): one that no row can have (not a positive int, or too big for
@@ -33,6 +34,7 @@ the backend's INTEGER) is the same NotFound as a missing one. A candidate the fi
 for nor posted (Unusable), whichever front end names it.
 """
 
+from storage.channels import ChannelsAPI
 from storage.generations import GenerationsAPI
 from storage.history import HistoryAPI
 from storage.posts import PostsAPI
@@ -40,5 +42,5 @@ from storage.schedules import SchedulesAPI
 from storage.votes import VotesAPI
 
 
-class Database(GenerationsAPI, VotesAPI, PostsAPI, SchedulesAPI, HistoryAPI):
+class Database(GenerationsAPI, VotesAPI, PostsAPI, SchedulesAPI, ChannelsAPI, HistoryAPI):
     """The log. Every method opens, commits and closes its own short transaction."""
