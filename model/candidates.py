@@ -4,8 +4,9 @@
     batch = sampler.candidates(SampleRequest(count=5))       # a CandidateBatch: usable, rejected (with why)
 
 `BaseSampler.generate` is gpt-2-simple's generate (raw texts); `BaseSampler.candidates` keeps sampling until it has
-`count` texts that pass the filters. A sampler only says how raw texts are drawn (`_sample_rows`). This module
-imports no torch: a bot with a remote sampler loads none.
+`count` texts that pass the filters (the run's, and the request's blocked_words: the log's blocklist, which so
+applies at once in the worker and with a remote sampler alike). A sampler only says how raw texts are drawn
+(`_sample_rows`). This module imports no torch: a bot with a remote sampler loads none.
 """
 
 import logging
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from model.errors import SamplingError
-from model.filters import CandidateFilter, Verdict, normalise, summarise
+from model.filters import CandidateFilter, Verdict, blocked_pattern, normalise, summarise
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class SampleRequest:
     include_prefix: bool = True
     count: int = 5
     max_samples: int | None = None
+    blocked_words: tuple[str, ...] = ()   # dropped with the filter's own: the log's blocklist, read per request
 
     def check(self) -> None:
         """Raise SamplingError naming every parameter that is out of range (input from users is untrusted)."""
@@ -134,12 +136,13 @@ class BaseSampler:
         self._seed(request.seed)
         batch = CandidateBatch(usable=[], run_name=self.run_name, checkpoint_id=self.checkpoint_id, device=self.device)
         budget = request.max_samples or 4 * request.count
+        blocked = blocked_pattern(frozenset(request.blocked_words))
         seen: set[str] = set()
         while len(batch.usable) < request.count and batch.samples < budget:
             needed = request.count - len(batch.usable)
             n = min(budget - batch.samples, needed + math.ceil(needed / 4))
             for sample in self._sample_rows(request, n, logits_processor):
-                verdict = self.filter.check(sample.text, seen)
+                verdict = self.filter.check(sample.text, seen, blocked)
                 candidate = Candidate(sample.text, sample.tokens, verdict)
                 if verdict.usable and len(batch.usable) < request.count:
                     seen.add(normalise(sample.text))

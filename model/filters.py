@@ -16,6 +16,7 @@ To stay fast on big corpora, an inverted index of word pairs first picks the few
 the largest share of pairs with the candidate; only those are compared with difflib.
 """
 
+import functools
 import heapq
 import importlib.util
 import itertools
@@ -102,13 +103,26 @@ def similarity(a: list[str], b: list[str]) -> tuple[float, float]:
     return 2 * matched / (len(a) + len(b)), matched / min(len(a), len(b))
 
 
-def blocked_pattern(blocked_words) -> re.Pattern | None:
-    """One case-insensitive regex matching any blocked word or phrase as whole words."""
-    entries = sorted({w.strip().lower() for w in blocked_words if w.strip()}, key=len, reverse=True)
+def fold(text: str) -> str:
+    """text without case or accents, for matching blocked words: fold("Crème BRÛLÉE") == "creme brulee"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def blocked_key(word: str) -> str:
+    """The form two blocked words share when they block the same texts: folded, single spaces."""
+    return " ".join(fold(word).split())
+
+
+@functools.lru_cache(maxsize=64)
+def blocked_pattern(blocked_words: tuple[str, ...] | frozenset[str]) -> re.Pattern | None:
+    """One regex matching any blocked word or phrase as whole words in a fold()ed text (so case- and
+    accent-insensitively): blocked_pattern(("creme",)).search(fold("Crème!")) finds "creme"."""
+    entries = sorted({blocked_key(w) for w in blocked_words} - {""}, key=len, reverse=True)
     if not entries:
         return None
     alternatives = "|".join(r"\s+".join(map(re.escape, e.split())) for e in entries)
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
 
 
 # -----------------------------------------------------------------------------
@@ -140,7 +154,7 @@ class CandidateFilter:
     """Built once from the training blocks; check() then judges one sampled text.
 
     blocks: the training texts; copy_of in a verdict is an index into this list.
-    blocked_words: words or phrases, matched case-insensitively as whole words.
+    blocked_words: words or phrases, matched as whole words, case- and accent-insensitively (fold).
     max_length: weighted tweet length allowed (see tweet_length).
     near_copy: similarity in (0, 1] at which a text counts as a near copy of a block.
     """
@@ -152,7 +166,7 @@ class CandidateFilter:
         self.blocks = list(blocks)
         self.max_length = max_length
         self.near_copy = near_copy
-        self.blocked = blocked_pattern(blocked_words)
+        self.blocked = blocked_pattern(frozenset(blocked_words))
         self.block_words = [words(b) for b in self.blocks]
         self.exact = {}                 # normalised block -> index of its first occurrence
         self.index = defaultdict(list)  # shingle -> indices of the blocks that have it
@@ -166,8 +180,9 @@ class CandidateFilter:
         # a pair found in very many blocks ("of the") picks nothing out: skip it at lookup
         self.max_postings = max(100, len(self.blocks) // 100)
 
-    def check(self, text: str, seen=()) -> Verdict:
-        """The first rule `text` breaks, or USABLE. `seen`: normalised texts accepted before."""
+    def check(self, text: str, seen=(), blocked: re.Pattern | None = None) -> Verdict:
+        """The first rule `text` breaks, or USABLE. `seen`: normalised texts accepted before; `blocked`: a
+        blocked_pattern of more words, applied with the filter's own (the log's blocklist, read per request)."""
         ws = words(text)
         if not ws:
             return reject("empty", "no words")
@@ -177,9 +192,10 @@ class CandidateFilter:
         length = tweet_length(text)
         if length > self.max_length:
             return reject("too_long", f"tweet length {length} > {self.max_length}")
-        match = self.blocked.search(text) if self.blocked else None
+        folded = fold(text)
+        match = next((m for m in (p.search(folded) for p in (self.blocked, blocked) if p) if m), None)
         if match:
-            return reject("blocked_word", f'contains blocked word "{" ".join(match[0].lower().split())}"')
+            return reject("blocked_word", f'contains blocked word "{" ".join(match[0].split())}"')
         norm = " ".join(ws)
         i = self.exact.get(norm)
         if i is not None:
