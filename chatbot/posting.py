@@ -5,6 +5,7 @@ The publishers (chatbot/publishers/) only talk to their platforms; this is where
     poster = Poster(db, publishers)                     # a Publishers, or a single publisher
     posted = await poster.post(ctx, candidate_id=12)    # or text="...", to="mastodon"
     usage = await poster.usage()                        # posts in the last 24 h and quota, per publisher
+    withdrawn = await poster.unpost(ctx, post_id=3)     # deleted on its platform, then marked in the log
 
 One post: the publisher is chosen (to=, else the channel's, else the default); in ONE storage transaction the text
 is checked against the publisher's length rule, its earlier posts (AlreadyPosted, PostInProgress) and its quota
@@ -12,6 +13,11 @@ is checked against the publisher's length rule, its earlier posts (AlreadyPosted
 failed (PostFailed; the text can be posted again), or unknown (PostUnknown: it may be online; a person checks). If
 the process dies in between, the next start marks it unknown: nothing is ever re-posted on its own. Every outcome
 is in the audit trail.
+
+Withdrawing a post (/unpost, `proverbot unpost`): the log is asked first whether it can be (posted, not withdrawn
+yet, with a remote id); then the publisher of its platform deletes it (in a worker thread, one try); only then is it
+marked deleted, with who and when, and audited. A platform that refuses or fails (UnpostFailed) leaves the log as it
+was, apart from an audit entry that says so.
 """
 
 import asyncio
@@ -27,7 +33,7 @@ from chatbot.publishers import (
     limits_of,
     title_of,
 )
-from chatbot.publishers.registry import Publishers
+from chatbot.publishers.registry import Publishers, UnknownPublisher
 from chatbot.scrub import scrub
 from proverbot_errors import ProverbotError
 from storage import Database, PostInfo
@@ -39,6 +45,10 @@ class PostFailed(ProverbotError):
 
 class PostUnknown(ProverbotError):
     """The publisher could not tell whether the post went out; the log says "unknown" until a person settles it."""
+
+
+class UnpostFailed(ProverbotError):
+    """The platform did not delete the post; nothing was marked."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,7 @@ class Poster:
                               f"`proverbot db settle-post {post.id} posted --url URL` (or `failed` to allow a new "
                               "try).") from err
         except Exception as err:
-            reason = scrub(str(err) if isinstance(err, PublishError) else f"{type(err).__name__}: {err}")
+            reason = why(err)
             await self.db.settle_post(post.id, "failed", error=reason)
             await self.audit(ctx, post, f"failed: {reason}")
             what = "candidate" if post.candidate_id is not None else "text"
@@ -99,6 +109,28 @@ class Poster:
         post = await self.db.settle_post(post.id, "posted", remote_id=result.remote_id, url=result.url)
         await self.audit(ctx, post, f"posted: {post.url}")
         return Posted(post.id, post.candidate_id, post.text, post.url, post.platform)
+
+    async def unpost(self, ctx: Context, post_id: int) -> PostInfo:
+        """Delete post `post_id` on its platform, then mark it deleted (by ctx's user, now). Refused before anything
+        is sent: NotFound, NotWithdrawable (not posted, already withdrawn: storage), UnknownPublisher (its platform
+        is not configured here). UnpostFailed: the platform refused or failed, and nothing is marked."""
+        post = await self.db.withdrawable_post(post_id)
+        publisher = self.publishers.by_name.get(post.platform)      # never a stand-in: the dry run deletes nothing
+        if publisher is None:
+            why_not = f" ({self.publishers.note})" if self.publishers.note else ""
+            raise UnknownPublisher(f"Post #{post.id} is on {post.platform}, which is not configured here{why_not}: "
+                                   "nothing was sent.")
+        where = f"{ctx.platform}/{ctx.channel_id} → {post.platform}"
+        try:
+            await publisher.delete(post.remote_id)
+        except Exception as err:
+            reason = why(err)
+            await self.db.record_audit("post.unpost", ctx.user_id, ctx.user_name, target=f"post #{post.id}",
+                                       detail=f"{where} delete failed: {reason}")
+            raise UnpostFailed(f"{title_of(publisher)} did not delete post #{post.id}: {reason} Nothing was marked: "
+                               "the post is still listed as posted.") from err
+        return await self.db.mark_post_deleted(post.id, by_id=ctx.user_id, by_name=ctx.user_name,
+                                               detail=f"{where} deleted: {post.url or post.remote_id}")
 
     async def check_quota(self, ctx: Context, to: str | None = None) -> None:
         """QuotaReached when a post from ctx on `to` (as post() chooses it) would be refused by the quota now."""
@@ -115,3 +147,8 @@ class Poster:
     async def audit(self, ctx: Context, post: PostInfo, detail: str) -> None:
         await self.db.record_audit("post", ctx.user_id, ctx.user_name, target=f"post #{post.id}",
                                    detail=f"{ctx.platform}/{ctx.channel_id} → {post.platform} {detail}")
+
+
+def why(err: Exception) -> str:
+    """A publisher's failure for people and the log: a PublishError's own words, else the exception, scrubbed."""
+    return scrub(str(err) if isinstance(err, PublishError) else f"{type(err).__name__}: {err}")

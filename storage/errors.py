@@ -8,6 +8,8 @@ Unusable          a candidate the filter rejected (it cannot be voted for or pos
 AlreadyPosted     that text (or candidate) was already posted on that platform; carries the post's URL
 PostFinal         a post recorded as posted is settled again (that is final)
 PostInProgress    a post of that text is pending, or "unknown" (the bot stopped mid-post: a human must check)
+NotWithdrawable   a post that /unpost cannot withdraw: not posted (pending, failed, unknown), already withdrawn,
+                  or without a remote id
 QuotaReached      the platform's posting quota (posts per window, counted from the log) is used up
 ScheduleError     a schedule's time of day, time zone or window is invalid
 """
@@ -69,6 +71,10 @@ class PostInProgress(StorageError):
         self.post_id = post_id
         self.platform = platform
         self.status = status
+
+
+class NotWithdrawable(StorageError):
+    """A post that cannot be withdrawn from its platform; the message says why (and nothing was sent)."""
 
 
 class QuotaReached(StorageError):

@@ -20,6 +20,13 @@ await db.settle_post_by_hand(post_id, status, url=None, remote_id=None, by=None,
         changed: a pending or unknown post becomes "posted" or "failed"; a failed one may become "posted" (the
         platform kept a post whose call failed, e.g. after a timeout); a failed one stays failed (nothing to settle)
 await db.get_post(post_id) -> PostInfo
+await db.withdrawable_post(post_id) -> PostInfo
+        the post, when it can be withdrawn from its platform (/unpost): posted, not withdrawn yet, with a remote id;
+        else NotFound, or NotWithdrawable saying why (pending, failed, unknown, already withdrawn by whom and when)
+await db.mark_post_deleted(post_id, by_id=None, by_name=None, detail="", at=None) -> PostInfo
+        the platform deleted it: deleted_at and who are recorded, with an audit entry "post.unpost" in the same
+        transaction; refused (NotWithdrawable) as withdrawable_post refuses, e.g. when another moderator was first.
+        A withdrawn post stays "posted" (its text is not posted there again, and it counted for the quota)
 await db.check_quota(platform, quota, window=timedelta(hours=24), at=None) -> None
         QuotaReached when the quota leaves no post now (what begin_post would refuse): a cron job can skip its
         sampling
@@ -44,6 +51,7 @@ from storage.errors import (
     PostFinal,
     PostInProgress,
     QuotaReached,
+    NotWithdrawable,
     StorageError,
     Unusable,
     not_found,
@@ -90,6 +98,10 @@ def where(post: Post) -> str:
 
 
 def refusal(post: Post) -> AlreadyPosted | PostInProgress:
+    if post.status == "posted" and post.deleted_at is not None:
+        return AlreadyPosted(f"That text was posted on {post.platform} and withdrawn ({withdrawn(post)}; post "
+                             f"#{post.id}): it is not posted there again.", post.id, post.platform, None,
+                             post.remote_id)
     if post.status == "posted":
         return AlreadyPosted(f"That text was already posted on {post.platform}: {where(post)} (post #{post.id}, "
                              f"{post.posted_at or post.updated_at:%Y-%m-%d %H:%M} UTC).",
@@ -179,9 +191,7 @@ class PostsAPI(DatabaseCore):
 
     async def _unposted(self, session, post_id: int) -> Post:
         """The post, unless it is recorded as posted: that is final (its text is never posted there again)."""
-        post = await session.get(Post, self._id(post_id, "post"))
-        if post is None:
-            raise not_found("post", post_id)
+        post = await self._post(session, post_id)
         if post.status == "posted":
             raise PostFinal(f"Post #{post.id} on {post.platform} is already posted ({where(post)}): that is final, "
                             "so there is nothing to settle (settling is for pending, unknown or failed posts).")
@@ -189,10 +199,48 @@ class PostsAPI(DatabaseCore):
 
     async def get_post(self, post_id: int) -> PostInfo:
         async with self._read() as session:
-            post = await session.get(Post, self._id(post_id, "post"))
-            if post is None:
-                raise not_found("post", post_id)
+            return record(PostInfo, await self._post(session, post_id))
+
+    async def withdrawable_post(self, post_id: int) -> PostInfo:
+        async with self._read() as session:
+            return record(PostInfo, await self._withdrawable(session, post_id))
+
+    async def mark_post_deleted(self, post_id: int, *, by_id: str | None = None, by_name: str | None = None,
+                                detail: str = "", at: datetime | None = None) -> PostInfo:
+        at = aware(at)
+        async with self._write() as session:
+            post = await self._withdrawable(session, post_id)
+            post.deleted_at, post.deleted_by_id, post.deleted_by_name = at, clip(by_id, 64), clip(by_name, 200)
+            write_audit(session, "post.unpost", by_id, by_name, f"post #{post.id}", detail, at)
+            await session.flush()
             return record(PostInfo, post)
+
+    async def _post(self, session, post_id: int) -> Post:
+        post = await session.get(Post, self._id(post_id, "post"))
+        if post is None:
+            raise not_found("post", post_id)
+        return post
+
+    async def _withdrawable(self, session, post_id: int) -> Post:
+        post = await self._post(session, post_id)
+        if post.deleted_at is not None:
+            raise NotWithdrawable(f"Post #{post.id} on {post.platform} is already withdrawn ({withdrawn(post)}): "
+                                  "nothing was sent.")
+        if post.status == "pending":
+            raise NotWithdrawable(f"Post #{post.id} on {post.platform} is being posted right now: withdraw it once "
+                                  "it is posted.")
+        if post.status == "unknown":
+            raise NotWithdrawable(f"Post #{post.id} on {post.platform} has an unknown outcome: check the account, "
+                                  f"record it with `proverbot db settle-post {post.id} posted --url URL "
+                                  "--remote-id ID`, then withdraw it.")
+        if post.status != "posted":
+            raise NotWithdrawable(f"Post #{post.id} on {post.platform} is {post.status}, not posted: there is nothing "
+                                  "to withdraw.")
+        if not post.remote_id:
+            raise NotWithdrawable(f"Post #{post.id} on {post.platform} has no remote id in the log (it was settled by "
+                                  "hand without --remote-id), so proverbot cannot name it to the platform: delete it "
+                                  "there by hand.")
+        return post
 
     @staticmethod
     async def _check_quota(session, platform: str, quota: int, window: timedelta, at: datetime) -> None:
@@ -237,6 +285,12 @@ def changes(before: tuple[str, str | None, str | None], post: Post) -> str:
     after = (post.status, post.url, post.remote_id)
     return "; ".join(f"{name} {old or 'none'} → {new or 'none'}" for name, old, new
                      in zip(("status", "url", "remote id"), before, after) if old != new)
+
+
+def withdrawn(post: Post) -> str:
+    """'2026-11-27 15:40 UTC by ada'."""
+    who = post.deleted_by_name or post.deleted_by_id
+    return f"{post.deleted_at:%Y-%m-%d %H:%M} UTC" + (f" by {who}" if who else "")
 
 
 def hours(window: timedelta) -> str:

@@ -106,6 +106,9 @@ class PostInfo:
     updated_at: datetime
     posted_at: datetime | None
     owner_id: int | None = None  # the bot process that began it (its heartbeat keeps it pending); None: a CLI command
+    deleted_at: datetime | None = None     # withdrawn from its platform (/unpost, `proverbot unpost`), by whom
+    deleted_by_id: str | None = None
+    deleted_by_name: str | None = None
 
 
 @dataclass(frozen=True)

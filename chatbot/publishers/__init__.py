@@ -2,9 +2,10 @@
 
 The core only sees this protocol: ``name`` (the platform recorded in the log) and ``publish(text)``, which
 returns a PublishResult or raises PublishError with a message written for a person (rate limit, duplicate,
-credentials, unavailable). Anything else it raises counts as a failure too; the post stays retryable. A publisher
-remembers its secrets when built (chatbot.scrub.remember); no message it raises contains one, even one the platform
-echoed back.
+credentials, unavailable). Anything else it raises counts as a failure too; the post stays retryable.
+``delete(remote_id)`` deletes a post it published (the PublishResult's remote_id: /unpost) or raises PublishError
+saying why not. A publisher remembers its secrets when built (chatbot.scrub.remember); no message it raises contains
+one, even one the platform echoed back.
 A publisher may also have ``limits`` (Limits: its length rule and posting quota, checked before anything is
 recorded), ``title`` (its name for people, e.g. "X") and ``verify()`` (one cheap authenticated call, for
 `proverbot doctor`).
@@ -88,6 +89,8 @@ class Publisher(Protocol):
     name: str
 
     async def publish(self, text: str) -> PublishResult: ...
+
+    async def delete(self, remote_id: str) -> None: ...
 
 
 def limits_of(publisher: Publisher) -> Limits:

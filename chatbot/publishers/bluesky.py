@@ -4,6 +4,7 @@ It logs in once (com.atproto.server.createSession, then app.bsky.actor.getProfil
 and posts with com.atproto.repo.createRecord. Each publish() picks the record key (a TID) and the creation time
 once, so every try sends the same record; after a try with no clear answer, com.atproto.repo.getRecord tells
 whether it is online before anything is sent again. Links and #tags become facets (no network lookups).
+/unpost deletes a post with com.atproto.repo.deleteRecord (by its at:// URI, the remote id).
 """
 
 import random
@@ -69,6 +70,12 @@ class BlueskyPublisher(RemotePublisher):
             if error_code(err) == "RecordNotFound":
                 return None
             raise
+
+    def remove(self, remote_id: str) -> None:
+        """remote_id: the post's at:// URI (what create() returned)."""
+        self.did()                      # logged in
+        if not self.client.delete_post(remote_id):
+            raise PublishError(f"Bluesky did not delete {remote_id}.")
 
     def whoami(self) -> str:
         self.login()

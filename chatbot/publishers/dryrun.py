@@ -15,8 +15,12 @@ class DryRunPublisher:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or x_limits()
         self.published: list[str] = []   # what would have been posted, in order
+        self.deleted: list[str] = []     # the remote ids of what would have been deleted, in order
 
     async def publish(self, text: str) -> PublishResult:
         self.published.append(text)
         number = secrets.token_hex(6)   # unique across restarts, unlike a counter
         return PublishResult(remote_id=f"dry-run-{number}", url=f"https://dry-run.invalid/posts/{number}")
+
+    async def delete(self, remote_id: str) -> None:
+        self.deleted.append(remote_id)

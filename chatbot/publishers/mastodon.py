@@ -1,4 +1,5 @@
-"""Mastodon: Mastodon.py's status_post (POST /api/v1/statuses) with an instance URL and an access token.
+"""Mastodon: Mastodon.py's status_post (POST /api/v1/statuses) with an instance URL and an access token;
+status_delete (DELETE /api/v1/statuses/:id) withdraws one.
 
 Mastodon.py is blocking (requests); RemotePublisher runs it in a worker thread. Its rate-limit handling is set to
 "throw" (its default "wait" sleeps in the thread) and its version check stays off, so creating the client makes no
@@ -21,7 +22,7 @@ from mastodon import (
 
 from chatbot.publishers import BadCredentials, PublishError, PublishResult, Unavailable
 from chatbot.publishers.lengths import MASTODON_LIMIT, mastodon_limits
-from chatbot.publishers.remote import RemotePublisher, rate_limited
+from chatbot.publishers.remote import RemotePublisher, gone, rate_limited
 from chatbot.scrub import remember
 
 
@@ -41,6 +42,12 @@ class MastodonPublisher(RemotePublisher):
     def create(self, text: str) -> PublishResult:
         status = self.client.status_post(text, idempotency_key=idempotency_key(text))
         return PublishResult(str(status["id"]), status["url"] or status["uri"])
+
+    def remove(self, remote_id: str) -> None:
+        try:
+            self.client.status_delete(remote_id)
+        except MastodonNotFoundError:
+            raise gone(self.title, remote_id) from None
 
     def whoami(self) -> str:
         account = self.client.account_verify_credentials()

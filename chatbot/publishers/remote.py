@@ -6,6 +6,7 @@ A subclass sets `name`, `title` and `limits`, and implements, all blocking (they
     create(draft) -> PublishResult     send the post
     find(draft) -> PublishResult|None  after a try with no clear answer (timeout, 5xx): is the post online after
                                        all? (default: cannot tell, None)
+    remove(remote_id) -> None          delete a post it published (/unpost)
     whoami() -> str                    one cheap authenticated call, for `proverbot doctor`
     translate(err) -> PublishError     the library's exception as a message for a person
 
@@ -78,6 +79,11 @@ class RemotePublisher:
                 await self.sleep(delay)
         raise AssertionError("unreachable: the last try returns or raises")
 
+    async def delete(self, remote_id: str) -> None:
+        """Delete the post `remote_id` (a PublishResult's) on the platform. One try: a PublishError says why it
+        failed, and a person may try again."""
+        await self.call(self.remove, remote_id)
+
     async def verify(self) -> str:
         """Who the credentials log in as (one cheap authenticated call); a PublishError says what is wrong."""
         return await self.call(self.whoami)
@@ -110,6 +116,9 @@ class RemotePublisher:
     def find(self, draft) -> PublishResult | None:
         return None
 
+    def remove(self, remote_id: str) -> None:
+        raise NotImplementedError
+
     def whoami(self) -> str:
         raise NotImplementedError
 
@@ -135,6 +144,12 @@ def scrubbed(err: PublishError) -> PublishError:
 def longest_publish(timeout: float, attempts: int, backoff: float = BACKOFF) -> float:
     """Seconds one publish() can take at most: every try and every check timing out, and the backoff between."""
     return attempts * 2 * (timeout + GRACE) + backoff * (2 ** (attempts - 1) - 1)
+
+
+def gone(title: str, remote_id: str) -> PublishError:
+    """A delete answered 404: the post is not there (deleted already, or not this account's)."""
+    return PublishError(f"{title} has no post {remote_id} on this account (404 Not Found): it may have been deleted "
+                        "there already.")
 
 
 def rate_limited(title: str, reset: datetime | None) -> RateLimited:

@@ -1,4 +1,5 @@
-"""X (Twitter): tweepy 4's Client.create_tweet (API v2, POST /2/tweets) with OAuth 1.0a user context.
+"""X (Twitter): tweepy 4's Client.create_tweet (API v2, POST /2/tweets) with OAuth 1.0a user context;
+Client.delete_tweet (DELETE /2/tweets/:id) withdraws one.
 
 tweepy is blocking (requests): RemotePublisher runs each call in a worker thread, and the session here gives every
 request a timeout (tweepy passes none). wait_on_rate_limit stays off (it sleeps in the thread, and loops without
@@ -22,7 +23,7 @@ from chatbot.publishers import (
 )
 from chatbot.publishers.credentials import XCredentials
 from chatbot.publishers.lengths import x_limits
-from chatbot.publishers.remote import RemotePublisher, rate_limited
+from chatbot.publishers.remote import RemotePublisher, gone, rate_limited
 from chatbot.scrub import remember
 
 API = "https://api.twitter.com"     # tweepy's hard-coded host
@@ -65,6 +66,14 @@ class XPublisher(RemotePublisher):
     def create(self, text: str) -> PublishResult:
         tweet_id = str(self.client.create_tweet(text=text, user_auth=True).data["id"])
         return PublishResult(tweet_id, f"https://x.com/i/web/status/{tweet_id}")
+
+    def remove(self, remote_id: str) -> None:
+        try:
+            deleted = self.client.delete_tweet(remote_id, user_auth=True).data["deleted"]
+        except tweepy.NotFound:
+            raise gone(self.title, remote_id) from None
+        if not deleted:
+            raise PublishError(f"X did not delete tweet {remote_id} (it answered deleted: false).")
 
     def whoami(self) -> str:
         user = self.client.get_me(user_auth=True).data
