@@ -233,6 +233,11 @@ class Core:
             raise NothingToPost(f"Generation #{generation_id} has no usable candidate to post.")
         return min(rows, key=lambda row: row.position).candidate_id
 
+    async def unpost(self, ctx: Context, post_id: int) -> PostInfo:
+        """Withdraw post `post_id`: deleted on its platform, then marked deleted in the log by ctx's user (see
+        Poster.unpost: NotFound, NotWithdrawable, UnknownPublisher before anything is sent; UnpostFailed)."""
+        return await self.poster.unpost(ctx, post_id)
+
     # --- schedule --------------------------------------------------------------------------------------------
 
     async def set_schedule(self, ctx: Context, time: str, timezone: str = "UTC", window_minutes: UserNumber = 60,
