@@ -6,6 +6,7 @@ See storage/api.py for the API; `from storage import Database`.
 from storage.api import Database
 from storage.errors import (
                              AlreadyPosted,
+                             ModerationRefused,
                              NewerSchema,
                              NotFound,
                              NotWithdrawable,
@@ -19,6 +20,7 @@ from storage.errors import (
 from storage.posts import normalise_text
 from storage.records import (
                              AuditInfo,
+                             BlockedWordInfo,
                              CandidateInfo,
                              CheckReport,
                              GenerationInfo,
@@ -35,10 +37,12 @@ from storage.votes import winner
 __all__ = [
                              "AlreadyPosted",
                              "AuditInfo",
+                             "BlockedWordInfo",
                              "CandidateInfo",
                              "CheckReport",
                              "Database",
                              "GenerationInfo",
+                             "ModerationRefused",
                              "NewCandidate",
                              "NewerSchema",
                              "NotFound",

@@ -27,7 +27,9 @@ Each method is documented in the module that holds it:
     storage/schedules.py    set_schedule, get_schedule, list_schedules, disable_schedule, claim_due_schedules
                             (+ next_run_after)
     storage/channels.py     set_channel_run, get_channel_run (each channel's run: /model use)
+    storage/moderation.py   veto, block_word, unblock_word, blocked_words, requests_since
     storage/history.py      record_audit, history
+    storage/preferences.py  preference_pairs (what the votes prefer, for `proverbot train --from-votes`)
 Records returned are the frozen dataclasses of storage/records.py; errors are storage/errors.py (ProverbotError).
 Every id is checked before a query (DatabaseCore._id): one that no row can have (not a positive int, or too big for
 the backend's INTEGER) is the same NotFound as a missing one. A candidate the filter rejected can be neither voted
@@ -37,10 +39,13 @@ for nor posted (Unusable), whichever front end names it.
 from storage.channels import ChannelsAPI
 from storage.generations import GenerationsAPI
 from storage.history import HistoryAPI
+from storage.moderation import ModerationAPI
 from storage.posts import PostsAPI
+from storage.preferences import PreferencesAPI
 from storage.schedules import SchedulesAPI
 from storage.votes import VotesAPI
 
 
-class Database(GenerationsAPI, VotesAPI, PostsAPI, SchedulesAPI, ChannelsAPI, HistoryAPI):
+class Database(GenerationsAPI, VotesAPI, PostsAPI, SchedulesAPI, ChannelsAPI, ModerationAPI, HistoryAPI,
+               PreferencesAPI):
     """The log. Every method opens, commits and closes its own short transaction."""

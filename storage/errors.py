@@ -12,6 +12,7 @@ NotWithdrawable   a post that /unpost cannot withdraw: not posted (pending, fail
                   or without a remote id
 QuotaReached      the platform's posting quota (posts per window, counted from the log) is used up
 ScheduleError     a schedule's time of day, time zone or window is invalid
+ModerationRefused a veto of a candidate already vetoed, posted or filtered out; a word past the blocklist's size
 """
 
 from datetime import datetime
@@ -90,3 +91,7 @@ class QuotaReached(StorageError):
 
 class ScheduleError(StorageError):
     """A schedule setting is invalid."""
+
+
+class ModerationRefused(StorageError):
+    """A moderation action that cannot be done: a candidate already vetoed or posted, a full blocklist."""

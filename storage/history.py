@@ -4,8 +4,10 @@ await db.record_audit(action, actor_id=None, actor_name=None, target="", detail=
         e.g. record_audit("post.delete", "42", "ada", "post #3", "removed from x by hand")
         (set_schedule, disable_schedule and settle_post_by_hand write their own entries)
 await db.history(kind="generations", limit=20, platform=None) -> list of records, newest first
-        kind: generations (GenerationInfo, without candidates), candidates (CandidateInfo), votes (VoteInfo),
-        posts (PostInfo), audit (AuditInfo); a limit past what a database's LIMIT takes lists everything
+        kind: generations (GenerationInfo, without candidates), candidates (CandidateInfo, vetoed_* included),
+        votes (VoteInfo), posts (PostInfo), audit (AuditInfo), blocklist (BlockedWordInfo: the words blocked from
+        chat, who added each), moderation (AuditInfo: the audit entries of moderators' actions, MODERATION); a limit
+        past what a database's LIMIT takes lists everything
 """
 
 from datetime import datetime
@@ -13,8 +15,8 @@ from datetime import datetime
 from sqlalchemy import select
 
 from storage.db import DatabaseCore, aware, record
-from storage.models import AuditEntry, Candidate, Generation, Post, Vote
-from storage.records import AuditInfo, CandidateInfo, GenerationInfo, PostInfo, VoteInfo
+from storage.models import AuditEntry, BlockedWord, Candidate, Generation, Post, Vote
+from storage.records import AuditInfo, BlockedWordInfo, CandidateInfo, GenerationInfo, PostInfo, VoteInfo
 
 MOST = 2**63 - 1  # the largest LIMIT (a 64-bit integer) any backend takes
 
@@ -24,7 +26,10 @@ KINDS = {
     "votes": (Vote, VoteInfo),
     "posts": (Post, PostInfo),
     "audit": (AuditEntry, AuditInfo),
+    "blocklist": (BlockedWord, BlockedWordInfo),
+    "moderation": (AuditEntry, AuditInfo),
 }
+MODERATION = ("candidate.veto", "blocklist.add", "blocklist.remove", "post.unpost")  # the audit's moderation actions
 
 
 def write_audit(session, action: str, actor_id: str | None, actor_name: str | None, target: str, detail: str,
@@ -50,6 +55,8 @@ class HistoryAPI(DatabaseCore):
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         model, info = KINDS[kind]
         query = select(model).order_by(model.id.desc()).limit(min(max(0, limit), MOST))
+        if kind == "moderation":
+            query = query.where(AuditEntry.action.in_(MODERATION))
         if platform is not None:
             if model is Post:
                 query = query.where(Post.platform == platform)

@@ -30,6 +30,9 @@ class CandidateInfo:
     reason: str | None
     detail: str
     message_id: str | None      # the chat message that shows it, once sent
+    vetoed_at: datetime | None = None   # /veto: never posted, its votes do not count (final), by whom
+    vetoed_by_id: str | None = None
+    vetoed_by_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,9 @@ class TallyRow:
     text: str
     usable: bool
     message_id: str | None
-    votes: int                  # active votes (each user's each emoji counts once)
-    voters: int                 # distinct users with an active vote
+    votes: int                  # active votes (each user's each emoji counts once); 0 once vetoed
+    voters: int                 # distinct users with an active vote; 0 once vetoed
+    vetoed: bool = False        # /veto: it can never be posted
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,18 @@ class AuditInfo:
     action: str                 # e.g. schedule.set, schedule.disable, post.settle
     target: str                 # e.g. "discord/123/456", "post #3"
     detail: str
+
+
+@dataclass(frozen=True)
+class BlockedWordInfo:
+    """A word moderators blocked from chat (/blocklist add)."""
+
+    id: int
+    word: str                   # as the moderator wrote it
+    word_key: str               # model.filters.blocked_key(word): folded, single spaces
+    added_at: datetime
+    added_by_id: str | None
+    added_by_name: str | None
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,20 @@
 
 await db.record_vote(candidate_id, user_id, emoji, user_name=None, at=None) -> VoteInfo
         one vote per (candidate, user, emoji): recording it again changes nothing; a removed one is revived.
-        Unusable for a candidate the filter rejected: nobody votes for what cannot be posted
+        Unusable for a candidate the filter rejected or a moderator vetoed: nobody votes for what cannot be posted
 await db.remove_vote(candidate_id, user_id, emoji, at=None) -> bool
         marks it removed (removed_at), never deletes it; False when there was no active vote
 await db.clear_votes(platform, message_id, emoji=None, at=None) -> int
         every active vote (of that emoji) on the candidate shown by that message marked removed (a reaction clear)
 await db.votes_for(candidate_id, include_removed=False) -> list[VoteInfo]
 await db.tally(generation_id, emoji=None) -> list[TallyRow]
-        per candidate in batch order: active votes (of one emoji if given) and distinct voters
+        per candidate in batch order: active votes (of one emoji if given) and distinct voters; a vetoed candidate's
+        votes do not count (0, vetoed=True)
 winner(rows) -> TallyRow | None
-        the usable candidate with the most votes, ties going to the earlier one; None when nobody voted
+        the usable, unvetoed candidate with the most votes, ties going to the earlier one; None when nobody voted
 await usable_candidate(session, candidate_id, action) -> str
         the text of a candidate that may be voted for or posted (begin_post uses it too): NotFound, or Unusable
+        (filtered out, or vetoed: storage/moderation.py)
 Every id is checked first (DatabaseCore._id): one that no row can have is NotFound, whatever the backend.
 """
 
@@ -25,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import DatabaseCore, aware, record
-from storage.errors import filtered_out, not_found
+from storage.errors import Unusable, filtered_out, not_found
 from storage.generations import clip
 from storage.models import Candidate, Generation, Vote
 from storage.records import TallyRow, VoteInfo
@@ -46,20 +48,33 @@ def upsert_vote(dialect: str):
 
 
 def winner(rows: list[TallyRow]) -> TallyRow | None:
-    voted = [row for row in rows if row.usable and row.votes > 0]
+    voted = [row for row in rows if row.usable and not row.vetoed and row.votes > 0]
     return min(voted, key=lambda row: (-row.votes, row.position)) if voted else None
 
 
 async def usable_candidate(session, candidate_id: int, action: str) -> str:
-    """The text of candidate `candidate_id` if the filter kept it, e.g. action "posted": "Candidate #1 was filtered
-    out (blocked word) and cannot be posted." Same rule whichever front end names the candidate, by vote or by id."""
-    found = (await session.execute(select(Candidate.text, Candidate.usable, Candidate.reason)
-                                   .where(Candidate.id == candidate_id))).one_or_none()
+    """The text of candidate `candidate_id` if the filter kept it and no moderator vetoed it, e.g. action "posted":
+    "Candidate #1 was filtered out (blocked word) and cannot be posted." Same rule whichever front end names the
+    candidate, by vote or by id, and whoever posts it (/post, the votes' winner, the schedule, the CLI)."""
+    found = await session.get(Candidate, candidate_id)
     if found is None:
         raise not_found("candidate", candidate_id)
     if not found.usable:
         raise filtered_out(candidate_id, found.reason, action)
+    if found.vetoed_at is not None:
+        raise vetoed(found, action)
     return found.text
+
+
+def vetoed(candidate: Candidate, action: str) -> Unusable:
+    """Unusable("Candidate #4 was vetoed by ada (2026-11-27 15:40 UTC) and can never be posted.")"""
+    return Unusable(f"Candidate #{candidate.id} was {veto_note(candidate)} and can never be {action}.")
+
+
+def veto_note(candidate: Candidate) -> str:
+    """'vetoed by ada (2026-11-27 15:40 UTC)'."""
+    who = candidate.vetoed_by_name or candidate.vetoed_by_id
+    return f"vetoed{f' by {who}' if who else ''} ({candidate.vetoed_at:%Y-%m-%d %H:%M} UTC)"
 
 
 class VotesAPI(DatabaseCore):
@@ -125,16 +140,16 @@ class VotesAPI(DatabaseCore):
 
     async def tally(self, generation_id: int, *, emoji: str | None = None) -> list[TallyRow]:
         generation_id = self._id(generation_id, "generation")
-        joined = and_(Vote.candidate_id == Candidate.id, Vote.removed_at.is_(None))
+        joined = and_(Vote.candidate_id == Candidate.id, Vote.removed_at.is_(None), Candidate.vetoed_at.is_(None))
         if emoji is not None:
             joined = and_(joined, Vote.emoji == emoji)
-        query = (select(Candidate.id, Candidate.position, Candidate.text, Candidate.usable, Candidate.message_id,
-                        func.count(Vote.id), func.count(distinct(Vote.user_id)))
+        columns = (Candidate.id, Candidate.position, Candidate.text, Candidate.usable, Candidate.message_id)
+        query = (select(*columns, func.count(Vote.id), func.count(distinct(Vote.user_id)), Candidate.vetoed_at)
                  .outerjoin(Vote, joined).where(Candidate.generation_id == generation_id)
-                 .group_by(Candidate.id, Candidate.position, Candidate.text, Candidate.usable, Candidate.message_id)
+                 .group_by(*columns, Candidate.vetoed_at)
                  .order_by(Candidate.position))
         async with self._read() as session:
             rows = (await session.execute(query)).all()
             if not rows and await session.get(Generation, generation_id) is None:
                 raise not_found("generation", generation_id)
-        return [TallyRow(*row) for row in rows]
+        return [TallyRow(*row[:-1], vetoed=row[-1] is not None) for row in rows]
