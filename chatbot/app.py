@@ -47,13 +47,38 @@ def open_sampler(settings: Settings, run_name: str | None, checkpoint_dir: str |
         folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name) if named else None
         return open_remote(sampler_server(settings), folder, settings.sampler_corpus, settings.blocked_words,
                            settings.max_tweet_length, settings.max_corpus_mb * 2**20)
+    folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name)
+    return open_run(settings, folder, device, dtype)
+
+
+def open_run(settings: Settings, folder, device: str | None = None, dtype: str | None = None):
+    """A model.sample.Sampler of the run in `folder`, on `device` (default: settings')."""
     from model.base import pick_device
     from model.run import load_run
     from model.sample import Sampler
 
-    folder = find_run(checkpoint_dir or settings.checkpoint_dir, run_name or settings.run_name)
     run = load_run(folder, pick_device(device or settings.device), dtype or settings.sample_dtype)
     return Sampler(run, blocked_words=settings.blocked_words, max_length=settings.max_tweet_length)
+
+
+def open_pool(settings: Settings):
+    """The model.pool.Pool of checkpoint_dir's runs that the bot serves (default: settings' run_name, else the most
+    recently trained), within model_memory_mb; None with sampler_url (the server's runs are its business). Loads
+    nothing: the model worker's thread does."""
+    from model.pool import Pool
+    from model.runinfo import find_run
+
+    if settings.sampler_url:
+        return None
+    default = find_run(settings.checkpoint_dir, settings.run_name).name
+
+    def weights_id(path):
+        from model.run import file_hash
+
+        return file_hash(path)
+
+    return Pool(settings.checkpoint_dir, partial(open_run, settings), settings.model_memory_mb * 2**20, default,
+                weights_id)
 
 
 def sampler_server(settings: Settings):
@@ -72,8 +97,10 @@ def sampler_server(settings: Settings):
 def training_report(result) -> str:
     """What a finished training says: where, how far, how well."""
     val = f", validation loss {result.val_loss:.3f}" if result.val_loss is not None else ""
+    job = (f" for the whole job ({result.processes} processes, global batch {result.batch_size})"
+           if result.processes > 1 else "")
     report = (f"Trained {result.folder} to step {result.step} ({result.stopped}): loss {result.train_loss:.3f}{val}, "
-              f"{result.tokens_per_s:,.0f} tokens/s.")
+              f"{result.tokens_per_s:,.0f} tokens/s{job}.")
     if result.usable_rate is not None:
         report += (f"\nSamples at temperature 0.8: {result.usable_rate:.0%} usable, {result.copy_rate:.0%} exact "
                    "copies of a training text.")
@@ -170,12 +197,13 @@ async def run_bot(settings: Settings) -> None:
     from chatbot.scheduler import Scheduler
     from model.worker import ModelWorker
 
+    pool = open_pool(settings)
     db = await open_log(settings)
     loaded = []
 
     def load():
-        loaded.append(open_sampler(settings, None, None, None))
-        return loaded[0]
+        loaded.append(pool.sampler(None) if pool else open_sampler(settings, None, None, None))
+        return pool or loaded[0]
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
@@ -183,7 +211,7 @@ async def run_bot(settings: Settings) -> None:
         async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
             model = ModelInfo.of(loaded[0])
             defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
-            core = Core(db, worker, build_publishers(settings), model, defaults)
+            core = Core(db, worker, build_publishers(settings), model, defaults, runs=pool)
             frontends = chat_frontends(settings, core)
             helpers = [Scheduler(core, db, [frontend for frontend, _ in frontends]).run_forever()]
             if settings.health_file:

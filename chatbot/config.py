@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # the model worker
     max_queue: int = Field(8, ge=1, description="Requests that may wait for the model; more get 'busy'.")
     sample_timeout: float = Field(120.0, gt=0, description="Seconds a request may take, queue wait included.")
+    user_cooldown: float = Field(5.0, ge=0, le=3600, description="Seconds a member waits between two /proverb in "
+                                 "one channel (0: no wait); moderators are exempt.")
+    user_hourly_candidates: int = Field(50, ge=0, le=100000, description="Candidates a member may ask for in any "
+                                        "hour, all channels together (0: no cap); moderators are exempt.")
+    model_memory_mb: int = Field(2048, ge=1, description="Megabytes of weights the runs loaded at once may take "
+                                 "(each counts as its model.safetensors); the least recently used run is unloaded "
+                                 "to make room.")
     heartbeat_s: float = Field(15.0, gt=0, le=3600, description="Seconds between a bot process's heartbeats in the "
                                "log: several bots may share it, and a process silent for 3 heartbeats has stopped "
                                "(its pending posts become unknown, its generations failed).")

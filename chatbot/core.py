@@ -21,17 +21,23 @@ import math
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
 from chatbot.context import Context
+from chatbot.limits import Limits
 from chatbot.posting import Posted, Poster, PublisherUsage
 from chatbot.publishers import Publisher
 from chatbot.publishers.registry import Publishers
 from model.candidates import CandidateBatch, SampleRequest, prefix_problem
+from model.filters import blocked_key
+from model.pool import LoadedRun, Pool
+from model.runinfo import RunSummary, describe_runs
 from proverbot_errors import ProverbotError
 from storage import (
+    BlockedWordInfo,
+    CandidateInfo,
     Database,
     GenerationInfo,
     PostInfo,
@@ -107,6 +113,14 @@ class AskResult:
 
 
 @dataclass(frozen=True)
+class RunList:
+    runs: tuple[RunSummary, ...]    # every run of checkpoint_dir, by name
+    here: str                       # this channel's run
+    default: str                    # the bot's default run
+    loaded: tuple[LoadedRun, ...]   # the runs in memory, most recently used first
+
+
+@dataclass(frozen=True)
 class Status:
     model: ModelInfo
     queue_length: int
@@ -114,6 +128,7 @@ class Status:
     publisher: str              # the default publisher's name
     publishers: tuple[PublisherUsage, ...] = ()     # every configured one, the default first: posts, quota
     note: str = ""              # why posts go nowhere, when they do (dry run)
+    loaded: tuple[LoadedRun, ...] = ()              # the runs in memory, most recently used first (model.pool)
 
 
 class Worker(Protocol):
@@ -124,10 +139,14 @@ class Worker(Protocol):
 
     def queue_length(self) -> int: ...
 
+    async def call(self, work: Callable[[Pool], object]) -> object: ...
+
 
 class Core:
     def __init__(self, db: Database, worker: Worker, publisher: Publisher | Publishers, model: ModelInfo,
-                 defaults: Defaults | None = None) -> None:
+                 defaults: Defaults | None = None, runs: Pool | None = None, limits: Limits | None = None) -> None:
+        """runs: the model.pool.Pool the worker serves (several runs, /model); None: the worker's one sampler.
+        limits: a member's cooldown and hourly cap (check_limits); None: no limits."""
         self.db = db
         self.worker = worker
         self.poster = Poster(db, publisher)
@@ -135,15 +154,19 @@ class Core:
         self.publisher = self.publishers.default
         self.model = model
         self.defaults = defaults or Defaults()
+        self.runs = runs
+        self.limits = limits or Limits()
 
     # --- ask -------------------------------------------------------------------------------------------------
 
     async def ask(self, ctx: Context, prefix: str = "", temperature: UserNumber | None = None,
                   count: UserNumber | None = None, length: UserNumber | None = None,
-                  on_queued: Callable[[int], None] | None = None) -> AskResult:
-        """Sample candidates in the model worker; the generation is logged pending before, settled after."""
+                  on_queued: Callable[[int], None] | None = None, *, run: str | None = None) -> AskResult:
+        """Sample candidates in the model worker; the generation is logged pending before, settled after. run: the
+        run to sample from (None: this channel's, set with /model use, else the default)."""
         request = self.request(prefix, temperature, count, length)
-        generation, batch = await generate(self.db, self.worker, ctx, request, self.model, on_queued)
+        request = replace(request, run=await self.run_for(ctx, run))
+        generation, batch = await generate(self.db, self.worker, ctx, request, self.model_info(request.run), on_queued)
         return AskResult(generation.id, shown(generation), request.count, batch.samples, batch.seconds,
                          batch.rejected_summary())
 
@@ -171,7 +194,7 @@ class Core:
         """A reaction added to (or removed from) a message: a vote for the candidate it shows, if it shows one.
         Returns that candidate's storage id, or None when the message shows no candidate."""
         candidate = await self.db.candidate_by_message(ctx.platform, message_id)
-        if candidate is None:
+        if candidate is None or (added and candidate.vetoed_at is not None):     # a vetoed one's votes do not count
             return None
         await self.vote(ctx, candidate.id, emoji, added)
         return candidate.id
@@ -204,7 +227,7 @@ class Core:
     async def post(self, ctx: Context, candidate_id: int | None = None, *, text: str | None = None,
                    to: str | None = None) -> Posted:
         """Publish the named candidate, or free `text`, or else the top-voted candidate of the latest batch here
-        (ties: the earlier one; nobody voted: the first usable), on publisher `to` (x, mastodon, bluesky, dryrun;
+        (ties: the earlier one; nobody voted: the first usable; never a vetoed one), on publisher `to` (x, mastodon, bluesky, dryrun;
         None: the channel's, else the default). Refused before anything is sent: UnknownPublisher, TooLong,
         AlreadyPosted / PostInProgress (storage), QuotaReached. PostFailed: publishing failed and the candidate
         stays postable; PostUnknown: it may be online, a person checks (see chatbot/posting.py)."""
@@ -217,20 +240,21 @@ class Core:
         best = winner(await self.db.tally(generation.id))
         if best is not None:
             return best.candidate_id
-        usable = shown(generation)
+        usable = [c for c in generation.candidates if c.usable and c.vetoed_at is None]
         if not usable:
-            raise NothingToPost("The latest batch here has no usable candidate: ask for more with /proverb.")
+            raise NothingToPost("The latest batch here has no candidate left to post (filtered out or vetoed): ask "
+                                "for more with /proverb.")
         return usable[0].id
 
     async def winner_of(self, generation_id: int) -> int:
         """The storage id of the top-voted usable candidate of that generation (ties: the earlier one; nobody
-        voted: the first usable). NothingToPost when it has no usable candidate."""
-        rows = [row for row in await self.db.tally(generation_id) if row.usable]
+        voted: the first usable; never a vetoed one). NothingToPost when it has no such candidate."""
+        rows = [row for row in await self.db.tally(generation_id) if row.usable and not row.vetoed]
         best = winner(rows)
         if best is not None:
             return best.candidate_id
         if not rows:
-            raise NothingToPost(f"Generation #{generation_id} has no usable candidate to post.")
+            raise NothingToPost(f"Generation #{generation_id} has no candidate left to post (filtered out or vetoed).")
         return min(rows, key=lambda row: row.position).candidate_id
 
     async def unpost(self, ctx: Context, post_id: int) -> PostInfo:
@@ -276,8 +300,61 @@ class Core:
 
     async def status(self) -> Status:
         usage = await self.poster.usage()
-        return Status(self.model, self.worker.queue_length(), usage[0].posts_last_24h, usage[0].name, tuple(usage),
-                      self.publishers.note)
+        return Status(self.model_info(), self.worker.queue_length(), usage[0].posts_last_24h, usage[0].name,
+                      tuple(usage), self.publishers.note, self.runs.loaded() if self.runs else ())
+
+    # --- runs (/model) ---------------------------------------------------------------------------------------
+
+    async def run_for(self, ctx: Context, run: str | None = None) -> str | None:
+        """The run a request in ctx's channel samples from: `run` when given (checked), else the channel's (/model
+        use), else None: the default run."""
+        if run is not None:
+            return self.check_run(run)
+        if self.runs is None or ctx.channel_id is None:
+            return None
+        return await self.db.get_channel_run(ctx.platform, ctx.channel_id, server_id=ctx.server_id or "")
+
+    def check_run(self, name: str) -> str:
+        """The run `name` names, or the error to show: a name that is no run of checkpoint_dir (a path, a typo)."""
+        return self.pool().folder(str(name).strip()).name
+
+    def pool(self) -> Pool:
+        """The runs the worker serves, or the error to show where an inference server samples."""
+        if self.runs is None:
+            raise BadRequest(f"This bot samples from {self.model.backend} (sampler_url): which model answers is the "
+                             "server's choice (sampler_model), so /model and run: are not available here.")
+        return self.runs
+
+    def model_info(self, run: str | None = None) -> ModelInfo:
+        """What run `run` (None: the default) is, as far as known before sampling: its checkpoint id is the loaded
+        one's, if it is loaded (a sample's own is logged with it, whatever loaded meanwhile)."""
+        name = run or self.model.run_name
+        loaded = next((r.checkpoint_id for r in self.runs.loaded() if r.name == name), None) if self.runs else None
+        if name == self.model.run_name and loaded is None:
+            return self.model
+        return replace(self.model, run_name=name, checkpoint_id=loaded or "")
+
+    async def list_runs(self, ctx: Context) -> RunList:
+        """The runs of checkpoint_dir (name, step, base, date), this channel's and the loaded ones."""
+        pool = self.pool()
+        runs = await asyncio.to_thread(describe_runs, pool.checkpoint_dir)
+        here = await self.run_for(ctx)
+        return RunList(tuple(runs), here or pool.default, pool.default, pool.loaded())
+
+    async def use_run(self, ctx: Context, name: str) -> str:
+        """Make run `name` this channel's, from now on (stored in the log, audited); returns its name."""
+        name = self.check_run(name)
+        await self.db.set_channel_run(ctx.platform, ctx.channel_id or "", name, server_id=ctx.server_id or "",
+                                      set_by_id=ctx.user_id, set_by_name=ctx.user_name)
+        return name
+
+    async def reload_run(self, ctx: Context, name: str | None = None) -> tuple[str, str, str]:
+        """Load run `name`'s checkpoint now (None: this channel's run), in the worker, the old weights answering
+        until then: (the run, its old checkpoint id or "", its new one). Audited."""
+        name = self.check_run(name) if name is not None else await self.run_for(ctx) or self.pool().default
+        old, new = await self.worker.call(lambda pool: pool.reload(name))
+        await self.db.record_audit("model.reload", ctx.user_id, ctx.user_name, name, f"{old or '-'} -> {new}")
+        return name, old, new
 
     async def _latest(self, ctx: Context) -> GenerationInfo:
         generation = await self.db.latest_generation(ctx.platform, ctx.channel_id)

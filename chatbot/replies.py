@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from chatbot.core import AskResult, ShownCandidate, Status
+from chatbot.core import AskResult, RunList, ShownCandidate, Status
 from chatbot.posting import Posted
+from model.pool import LoadedRun
 from proverbot_errors import ProverbotError
 from storage import AlreadyPosted, PostInfo, ScheduleInfo, TallyRow
 
@@ -66,13 +67,25 @@ def posted(p: Posted, quote: Quote = plain) -> str:
     return f"Posted [#{p.candidate_id}] on {p.platform}: {p.url}\n  {quote(p.text)}"
 
 
+def unposted(p: PostInfo, quote: Quote = plain) -> str:
+    return f"Withdrew post #{p.id} from {p.platform}: {p.url or p.remote_id} is deleted.\n  {quote(p.text)}"
+
+
 def history(posts: Iterable[PostInfo], quote: Quote = plain) -> list[str]:
     lines = []
     for post in posts:
         when = f"{post.posted_at or post.updated_at:%Y-%m-%d %H:%M} UTC"
-        lines.append(f"post #{post.id} {post.status} on {post.platform} {when}: {post.url or '-'}\n"
-                     f"  {quote(post.text)}")
+        lines.append(f"post #{post.id} {post.status} on {post.platform} {when}: {post.url or '-'}"
+                     f"{withdrawn(post, quote)}\n  {quote(post.text)}")
     return lines or ["Nothing posted yet."]
+
+
+def withdrawn(post: PostInfo, quote: Quote = plain) -> str:
+    """' (withdrawn 2026-11-27 16:02 UTC by ada)' for a deleted post, else ''."""
+    if post.deleted_at is None:
+        return ""
+    who = post.deleted_by_name or post.deleted_by_id
+    return f" (withdrawn {post.deleted_at:%Y-%m-%d %H:%M} UTC" + (f" by {quote(who)})" if who else ")")
 
 
 def status(s: Status) -> str:
@@ -82,7 +95,35 @@ def status(s: Status) -> str:
     note = f" {s.note}" if s.note else ""
     where = f"on {model.device}" if model.backend == "in-process" else f"served by {model.backend}"
     return (f"Model: {model.run_name} (checkpoint {model.checkpoint_id or 'unknown'}) {where}; queue: "
-            f"{s.queue_length} waiting; posts in the last 24 h: {posts}.{note}")
+            f"{s.queue_length} waiting; posts in the last 24 h: {posts}.{note}{loaded_runs(s.loaded)}")
+
+
+def loaded_runs(loaded: Iterable[LoadedRun]) -> str:
+    """' Loaded: mybot (checkpoint 2320050d41be, 475 MB), ...' (most recently used first), or '' for none."""
+    runs = ", ".join(f"{r.name} (checkpoint {r.checkpoint_id or 'unknown'}, {r.size / 2**20:,.0f} MB)" for r in loaded)
+    return f" Loaded: {runs}." if runs else ""
+
+
+def runs(listed: RunList, quote: Quote = plain) -> list[str]:
+    """/model list: one line per run (step, base, date), this channel's and the loaded ones marked."""
+    loaded = {r.name for r in listed.loaded}
+    lines = [f"Runs ({listed.here} answers here; * loaded):"]
+    for run in listed.runs:
+        marks = (" ← here" if run.name == listed.here else "") + (" (default)" if run.name == listed.default else "")
+        step = "?" if run.step is None else run.step
+        lines.append(f"{'*' if run.name in loaded else ' '} {quote(run.name)}: step {step}, base "
+                     f"{quote(run.base or '?')}, saved {run.saved_at:%Y-%m-%d %H:%M} UTC{marks}")
+    return lines if listed.runs else ["No trained runs yet: train one with `proverbot train`."]
+
+
+def run_used(name: str, quote: Quote = plain) -> str:
+    return f"This channel samples from run {quote(name)} from now on (/model use NAME changes it)."
+
+
+def reloaded(name: str, old: str, new: str, quote: Quote = plain) -> str:
+    if old == new:
+        return f"Reloaded run {quote(name)}: checkpoint {new or 'unknown'} (unchanged)."
+    return f"Reloaded run {quote(name)}: checkpoint {new or 'unknown'} (was {old or 'not loaded'})."
 
 
 def schedule(s: ScheduleInfo | None) -> str:

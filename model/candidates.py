@@ -36,6 +36,7 @@ class SampleRequest:
     include_prefix: bool = True
     count: int = 5
     max_samples: int | None = None
+    run: str | None = None          # the run to sample from, by name (model.pool.Pool); None: the bot's default
     blocked_words: tuple[str, ...] = ()   # dropped with the filter's own: the log's blocklist, read per request
 
     def check(self) -> None:

@@ -3,10 +3,14 @@ and saves the model itself). A bot with a remote sampler reads a run folder with
 
     folder = find_run("checkpoints")                 # the most recently trained run
     meta = read_json(folder / META)                  # or the ModelError naming the damaged file
+    folder = run_folder("checkpoints", name)         # a run a user named, never a path outside checkpoints/
+    describe_runs("checkpoints")                     # [RunSummary(name, saved_at, step, base, checkpoint_id)]
 """
 
 import contextlib
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from model.corpus import SEPARATOR, split_blocks
@@ -41,6 +45,60 @@ def list_runs(checkpoint_dir: str | Path) -> list[str]:
     if not checkpoint_dir.is_dir():
         return []
     return sorted(p.name for p in checkpoint_dir.iterdir() if is_run(p))
+
+
+def run_folder(checkpoint_dir: str | Path, name: str) -> Path:
+    """The folder of the run a user named (/model use NAME, run:NAME), or the ModelError saying what is wrong: only
+    a plain folder name of checkpoint_dir is a run name, never a path.
+
+        run_folder("checkpoints", "mybot")       # Path("checkpoints/mybot")
+        run_folder("checkpoints", "../etc")      # ModelError: '../etc' is not a run name ...
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    if (not isinstance(name, str) or not name.strip() or len(name) > 200 or name.startswith(".")
+            or any(ch in name for ch in "/\\:") or not name.isprintable()):
+        raise ModelError(f"{str(name)[:60]!r} is not a run name: give a run's folder name, as /model list shows.")
+    if not is_run(checkpoint_dir / name):
+        runs = ", ".join(list_runs(checkpoint_dir)) or "none yet"
+        raise ModelError(f"No trained run {name!r} in {checkpoint_dir}/ (the runs: {runs}).")
+    return checkpoint_dir / name
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run as /model list shows it; step, base and checkpoint_id are None where its proverbot.json is damaged."""
+
+    name: str
+    saved_at: datetime              # when its proverbot.json (the checkpoint's last file) was written, UTC
+    step: int | None = None
+    base: str | None = None
+    checkpoint_id: str | None = None
+
+
+def describe_runs(checkpoint_dir: str | Path) -> list[RunSummary]:
+    """Every run of checkpoint_dir, by name, with its step, base model and date."""
+    summaries = []
+    for name in list_runs(checkpoint_dir):
+        meta_path = Path(checkpoint_dir) / name / META
+        try:
+            saved_at = datetime.fromtimestamp(meta_path.stat().st_mtime, UTC)
+        except OSError:     # removed since it was listed
+            continue
+        try:
+            meta = read_json(meta_path)
+        except ModelError:
+            summaries.append(RunSummary(name, saved_at))
+            continue
+        step, base, checkpoint_id = meta.get("step"), meta.get("base"), meta.get("checkpoint_id")
+        summaries.append(RunSummary(name, saved_at, step if isinstance(step, int) else None,
+                                    str(base) if base is not None else None,
+                                    str(checkpoint_id) if checkpoint_id is not None else None))
+    return summaries
+
+
+def checkpoint_id(folder: Path) -> str:
+    """The checkpoint id in a run folder's proverbot.json ("" when it has none), or the ModelError naming the file."""
+    return str(read_json(folder / META).get("checkpoint_id", ""))
 
 
 def read_meta(folder: Path) -> tuple[dict, str]:

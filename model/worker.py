@@ -2,15 +2,18 @@
 
 Why a thread of its own: sampling is seconds of torch work, and a chat bot's
 event loop must keep answering heartbeats and other messages meanwhile.  Why
-exactly one: a process holds one copy of the model (a GPU has room for one),
-and torch models are not safe to drive from several threads at once.  So every
-request goes through one FIFO queue into one thread, and each answer is handed
-back to the asking coroutine's future with ``loop.call_soon_threadsafe``.
+exactly one: the models share the process's (or GPU's) memory, and torch
+models are not safe to drive from several threads at once.  So every request
+goes through one FIFO queue into one thread, and each answer is handed back to
+the asking coroutine's future with ``loop.call_soon_threadsafe``.  What the
+thread drives is one sampler, or a model.pool.Pool of runs (it loads, reloads
+and unloads them in this thread).
 
 Usage::
 
     async with ModelWorker(load_sampler) as worker:
         result = await worker.sample(request, on_queued=lambda n: print(f"#{n}"))
+        old, new = await worker.call(lambda pool: pool.reload("mybot"))   # any work on what load() returned
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class _Job:
     request: Any
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    call: Callable[[Any], Any] | None = None    # run call(generator) instead of sampling the request
     submitted: float = dataclasses.field(default_factory=time.monotonic)
     # Set once the caller stops waiting; a result finished after that is dropped.
     caller_gone: bool = False
@@ -122,8 +126,16 @@ class ModelWorker:
         called, on this event loop, with the 1-based queue position when the
         request has to wait behind others, so a front end can say "you are #3"."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        job = _Job(request, loop.create_future(), loop)
+        return await self._submit(_Job(request, loop.create_future(), loop), on_queued)
+
+    async def call(self, work: Callable[[Any], Any]) -> Any:
+        """``work(generator)`` run in the worker thread, in turn with the sampling requests (and as they are: queue
+        limit, timeout, errors): for what must happen where the model lives, such as a reload."""
+        loop = asyncio.get_running_loop()
+        return await self._submit(_Job(None, loop.create_future(), loop, call=work))
+
+    async def _submit(self, job: _Job, on_queued: Callable[[int], None] | None = None) -> Any:
+        deadline = job.loop.time() + self._timeout
         position = self._enqueue(job)
         try:
             if position and on_queued is not None:
@@ -226,7 +238,7 @@ class ModelWorker:
         started = time.monotonic()
         result, error = None, None
         try:
-            result = self._candidates(generator, job.request)
+            result = job.call(generator) if job.call else self._candidates(generator, job.request)
         except ProverbotError as exc:  # already written for the person who asked
             error = exc
         except Exception as exc:

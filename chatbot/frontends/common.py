@@ -6,6 +6,7 @@ permission error, fitting text to a platform's messages, and the commands in fli
     candidate = await candidate_id(core, ctx, "#12")          # "N" (the latest batch here) or "#ID" (shown here)
     kwargs = schedule_options(["time:09:30", "window:10"])    # for core.set_schedule
     named, to = post_options(["2", "to:mastodon"])            # ("2", "mastodon") for core.post
+    post_number("#3")                                          # 3, for core.unpost (also "3" or "post:#3")
     messages = Messages(4000, dangling=r"&[a-z]{0,3}")         # a platform's limit (Slack's) and escapes
     messages.fit(text), messages.pages(lines)                  # cut (with a visible mark) and packed into messages
     task = in_flight.track(); await in_flight.finish()         # the commands in flight, let finish at shutdown
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 MAX_COMMAND = 1000                  # characters of a command read at most (a console line, a Slack command's text)
 MAX_ID = 2**63 - 1                  # the largest id a database row can have
-PROVERB_KEYS = ("prefix", "temperature", "count", "length")
+PROVERB_KEYS = ("prefix", "temperature", "count", "length", "run")
+MODEL_USAGE = "Use /model list, /model use NAME or /model reload [NAME]."
 SCHEDULE_KEYS = ("time", "timezone", "window", "to")
 SCHEDULE_USAGE = ("Use /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10] [to:NAME], /schedule show or "
                   "/schedule off.")
@@ -110,6 +112,21 @@ def one_candidate(args: list[str]) -> str:
     if len(args) > 1:
         raise BadRequest("Give one candidate: its number in the latest batch, or #ID.")
     return args[0]
+
+
+def one_post(args: list[str]) -> str:
+    """The word after /unpost: the one post it names."""
+    if len(args) != 1:
+        raise BadRequest("Name one post by its number, e.g. /unpost #3 (/history lists them).")
+    return args[0]
+
+
+def post_number(text: str) -> int:
+    """The post id `text` names: #ID or ID, as /history shows them (post:#ID too, as a command option)."""
+    digits = text.strip().lower().removeprefix("post:").removeprefix("#")
+    if not DIGITS.fullmatch(digits) or not 1 <= int(digits) <= MAX_ID:
+        raise BadRequest(f"{text[:40]!r} is not a post number: give e.g. #3 (/history lists them).")
+    return int(digits)
 
 
 def history_size(args: list[str]) -> str | int:

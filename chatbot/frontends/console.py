@@ -2,8 +2,9 @@
 
     /proverb prefix:"thou shalt" temperature:0.9 count:3 length:60
     /vote 1        /unvote 1        /votes        /post [N] [to:x]        /history [n]
-    /status        /help        /quit
+    /unpost #ID        /status        /help        /quit
     /schedule daily time:09:30 timezone:Europe/Paris window:10        /schedule show        /schedule off
+    /model list        /model use NAME        /model reload [NAME]        /proverb run:NAME
 
 Each console session is a channel of its own, `terminal-<6 hex digits>` (the first line names it), so two consoles
 on one log never act on each other's batches: N is a candidate's number in this session's latest batch, and #ID
@@ -36,14 +37,18 @@ from chatbot.frontends.common import words
 
 SCHEDULES = "terminal"          # the channel of the console's schedule, shared by every session
 HELP = """Commands:
-  /proverb [prefix:"text"] [temperature:0.1-2.0] [count:1-10] [length:1-200]   sample candidates
+  /proverb [prefix:"text"] [temperature:0.1-2.0] [count:1-10] [length:1-200] [run:NAME]   sample candidates
   /vote N, /unvote N      vote for (or withdraw from) candidate N of the latest batch (#ID: one shown here)
   /votes                  the tally of the latest batch
   /post [N] [to:NAME]     publish the top-voted candidate (ties: the earlier one), or candidate N (on NAME)
   /history [n]            the n most recent posts
+  /unpost #ID             delete post #ID on its platform and mark it withdrawn in the log
   /status                 model, queue, posts in the last 24 hours and the schedule
   /schedule daily time:HH:MM [timezone:Europe/Paris] [window:10] [to:NAME]   post the top-voted of a daily batch
   /schedule show, /schedule off
+  /model list             the trained runs (step, base, date); this session's and the loaded ones marked
+  /model use NAME         sample from run NAME in this session from now on
+  /model reload [NAME]    load the run's newest checkpoint now (it is also picked up at the next request)
   /help, /quit"""
 
 

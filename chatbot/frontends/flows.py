@@ -22,13 +22,16 @@ from chatbot import replies
 from chatbot.context import Context
 from chatbot.core import AskResult, BadRequest, Core
 from chatbot.frontends.common import (
+    MODEL_USAGE,
     PROVERB_KEYS,
     SCHEDULE_USAGE,
     candidate_id,
     history_size,
     no_arguments,
     one_candidate,
+    one_post,
     parse_options,
+    post_number,
     post_options,
     schedule_options,
 )
@@ -73,16 +76,18 @@ class Reply(Protocol):
 # --- the commands ----------------------------------------------------------------------------------------------
 
 async def ask(core: Core, channel: Channel, reply: Reply, prefix: str = "", temperature=None, count=None,
-              length=None) -> None:
-    """/proverb: sample a batch in the model worker, then show it to vote on."""
+              length=None, run: str | None = None) -> None:
+    """/proverb: sample a batch in the model worker (from `run`, else this channel's), then show it to vote on."""
     core.request(prefix, temperature, count, length)         # a bad value is refused before accepting
+    if run is not None:
+        run = core.check_run(run)
     await reply.accept(slow=True, text="Sampling…")
     notices: list[asyncio.Task] = []
 
     def queued(position: int) -> None:
         notices.append(asyncio.create_task(reply.answer([replies.queued(position)])))
 
-    result = await core.ask(channel.ctx, prefix, temperature, count, length, on_queued=queued)
+    result = await core.ask(channel.ctx, prefix, temperature, count, length, on_queued=queued, run=run)
     await asyncio.gather(*notices, return_exceptions=True)   # a queue notice never lands after the answer
     header = replies.header(channel.ctx.user_name, prefix, result, channel.hint, channel.quote)
     await reply.answer([header], private=False)
@@ -132,6 +137,14 @@ async def post(core: Core, channel: Channel, reply: Reply, named: str | None = N
     await reply.answer([replies.posted(posted, channel.quote)], private=False)
 
 
+async def unpost(core: Core, channel: Channel, reply: Reply, named: str) -> None:
+    """/unpost #ID: delete a published post on its platform and mark it withdrawn (for those who may post)."""
+    number = post_number(named)
+    await reply.accept(slow=True, posting=True)
+    withdrawn = await core.unpost(channel.ctx, number)
+    await reply.answer([replies.unposted(withdrawn, channel.quote)], private=False)
+
+
 async def history(core: Core, channel: Channel, reply: Reply, n: int | str = 10) -> None:
     await reply.accept()
     await reply.answer(replies.history(await core.history(channel.ctx, n), channel.quote))
@@ -141,6 +154,29 @@ async def status(core: Core, channel: Channel, reply: Reply) -> None:
     """The model, the queue, posts against quotas, and this channel's schedule."""
     await reply.accept()
     await reply.answer([replies.status(await core.status()), replies.schedule(await core.schedule(channel.ctx))])
+
+
+async def model_list(core: Core, channel: Channel, reply: Reply) -> None:
+    """/model list: the runs, with this channel's and the loaded ones marked."""
+    listed = await core.list_runs(channel.ctx)
+    await reply.accept()
+    await reply.answer(replies.runs(listed, channel.quote))
+
+
+async def model_use(core: Core, channel: Channel, reply: Reply, name: str) -> None:
+    """/model use NAME: this channel's run from now on (for those who may post)."""
+    name = core.check_run(name)
+    await reply.accept(posting=True)
+    await reply.answer([replies.run_used(await core.use_run(channel.ctx, name), channel.quote)], private=False)
+
+
+async def model_reload(core: Core, channel: Channel, reply: Reply, name: str | None = None) -> None:
+    """/model reload [NAME]: load the run's checkpoint now (default: this channel's run; for those who may post)."""
+    if name is not None:
+        name = core.check_run(name)
+    core.pool()
+    await reply.accept(slow=True, posting=True)
+    await reply.answer([replies.reloaded(*await core.reload_run(channel.ctx, name), channel.quote)])
 
 
 async def schedule_daily(core: Core, channel: Channel, reply: Reply, **kwargs) -> None:
@@ -171,13 +207,30 @@ async def command(core: Core, channel: Channel, reply: Reply, name: str, args: l
         await post(core, channel, reply, *post_options(args))
     elif name == "/history":
         await history(core, channel, reply, history_size(args))
+    elif name == "/unpost":
+        await unpost(core, channel, reply, one_post(args))
     elif name == "/schedule":
         await schedule(core, channel, reply, args)
+    elif name == "/model":
+        await model(core, channel, reply, args)
     elif name in ("/votes", "/status", "/proverb-status"):       # /proverb-status: Slack has a /status of its own
         no_arguments(args, name)
         await (votes if name == "/votes" else status)(core, channel, reply)
     else:
         raise BadRequest(f"Unknown command {name!r}; /help lists the commands.")
+
+
+async def model(core: Core, channel: Channel, reply: Reply, args: list[str]) -> None:
+    action, *rest = args or [""]
+    action = action.lower()
+    if action == "list" and not rest:
+        await model_list(core, channel, reply)
+    elif action == "use" and len(rest) == 1:
+        await model_use(core, channel, reply, rest[0])
+    elif action == "reload" and len(rest) <= 1:
+        await model_reload(core, channel, reply, *rest)
+    else:
+        raise BadRequest(MODEL_USAGE)
 
 
 async def schedule(core: Core, channel: Channel, reply: Reply, args: list[str]) -> None:
