@@ -105,10 +105,10 @@ def post_options(args: list[str]) -> tuple[str | None, str | None]:
     return (named[0] if named else None), chosen.get("to")
 
 
-def one_candidate(args: list[str]) -> str:
-    """The word after /vote or /unvote: the one candidate it names."""
+def one_candidate(args: list[str], command: str = "/vote") -> str:
+    """The word after /vote, /unvote or /veto: the one candidate it names."""
     if not args:
-        raise BadRequest("Which candidate? Give its number in the latest batch, e.g. /vote 1.")
+        raise BadRequest(f"Which candidate? Give its number in the latest batch, e.g. {command} 1.")
     if len(args) > 1:
         raise BadRequest("Give one candidate: its number in the latest batch, or #ID.")
     return args[0]

@@ -6,7 +6,7 @@
 Each command runs its flow (chatbot.frontends.flows). /proverb samples in the model worker (the interaction is
 deferred at once: Discord wants an answer in 3 seconds), then shows each candidate in a message of its own with the
 vote emoji pre-added; reactions on those messages are votes (raw events, so messages from before a restart count
-too; bots never count). /post, /schedule daily and /schedule off need the configured role or permission. Every
+too; bots never count). /post, /unpost, /schedule daily and /schedule off need the configured role or permission. Every
 parameter is checked again, since Discord clients can send values outside the declared ranges (and at most 1,000
 characters of a command's options are read); a bad one gets an error only its sender sees. Nothing the
 bot sends can ping anyone, and text is cut to Discord's 2,000 characters with a visible mark (the rules, settings
@@ -168,6 +168,12 @@ class Proverbs(commands.Cog):
         choices = [app_commands.Choice(name=MESSAGES.fit(f"{number}. ({row.votes}) {row.text}", 100),
                                        value=str(number)) for number, row in enumerate(rows, 1)]
         return [choice for choice in choices if current.lower() in choice.name.lower()][:25]
+
+    @app_commands.command(description="Delete a published post on its platform and mark it withdrawn.")
+    @app_commands.describe(post="The post's number, e.g. #3 (/history lists them)")
+    @app_commands.guild_only()
+    async def unpost(self, interaction: discord.Interaction, post: app_commands.Range[str, 1, 24]) -> None:
+        await flows.unpost(self.core, *self.here(interaction), post)
 
     # --- history, status and schedules -----------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from chatbot import replies
 from chatbot.context import Context
-from chatbot.core import AskResult, BadRequest, Core
+from chatbot.core import AskResult, BadRequest, Core, check_blocked_word
 from chatbot.frontends.common import (
     MODEL_USAGE,
     PROVERB_KEYS,
@@ -35,9 +35,12 @@ from chatbot.frontends.common import (
     post_options,
     schedule_options,
 )
+from chatbot.limits import TooSoon
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
+
+BLOCKLIST_USAGE = "Use /blocklist add WORD, /blocklist remove WORD or /blocklist show."
 
 
 class Channel(Protocol):
@@ -72,13 +75,18 @@ class Reply(Protocol):
     async def answer(self, lines: list[str], private: bool = True) -> None:
         """Lines to the sender (private) or to the channel, in as many messages as the limit needs."""
 
+    async def may_post(self) -> bool:
+        """Whether the sender may post, set schedules and moderate (accept(posting=True) would let them): the
+        moderators, exempt from the limits per member."""
+
 
 # --- the commands ----------------------------------------------------------------------------------------------
 
 async def ask(core: Core, channel: Channel, reply: Reply, prefix: str = "", temperature=None, count=None,
               length=None, run: str | None = None) -> None:
     """/proverb: sample a batch in the model worker (from `run`, else this channel's), then show it to vote on."""
-    core.request(prefix, temperature, count, length)         # a bad value is refused before accepting
+    request = core.request(prefix, temperature, count, length)   # a bad value is refused before accepting
+    await within_limits(core, channel, reply, request.count)
     if run is not None:
         run = core.check_run(run)
     await reply.accept(slow=True, text="Sampling…")
@@ -92,6 +100,16 @@ async def ask(core: Core, channel: Channel, reply: Reply, prefix: str = "", temp
     header = replies.header(channel.ctx.user_name, prefix, result, channel.hint, channel.quote)
     await reply.answer([header], private=False)
     await show(core, channel, result)
+
+
+async def within_limits(core: Core, channel: Channel, reply: Reply, count: int) -> None:
+    """TooSoon (privately, before accepting: nothing sampled or logged) when the sender asked too soon or too much
+    (chatbot/limits.py); moderators are exempt, and asked whether they are only when the limit would refuse."""
+    try:
+        await core.check_limits(channel.ctx, count)
+    except TooSoon:
+        if not await reply.may_post():
+            raise
 
 
 async def show(core: Core, channel: Channel, result: AskResult) -> None:
@@ -195,6 +213,36 @@ async def schedule_off(core: Core, channel: Channel, reply: Reply) -> None:
     await reply.answer([replies.schedule_off(await core.schedule_off(channel.ctx))], private=False)
 
 
+async def veto(core: Core, channel: Channel, reply: Reply, named: str) -> None:
+    """/veto N|#ID: the candidate can never be posted (by /post, the votes or the schedule) and its votes stop
+    counting; final, and said in the channel (for those who may post)."""
+    chosen = await candidate_id(core, channel.ctx, named)
+    await reply.accept(posting=True)
+    vetoed = await core.veto(channel.ctx, chosen)
+    await reply.answer([replies.vetoed(named.strip(), vetoed, channel.ctx.user_name, channel.quote)], private=False)
+
+
+async def blocklist_add(core: Core, channel: Channel, reply: Reply, word: str) -> None:
+    """/blocklist add WORD: candidates holding it are dropped from the next request on (for those who may post).
+    Answered privately: a blocked word is not repeated in the channel."""
+    word = check_blocked_word(word)
+    await reply.accept(posting=True)
+    word, added = await core.block(channel.ctx, word)
+    await reply.answer([replies.blocked(word, added, channel.quote)])
+
+
+async def blocklist_remove(core: Core, channel: Channel, reply: Reply, word: str) -> None:
+    word = check_blocked_word(word)
+    await reply.accept(posting=True)
+    await reply.answer([replies.unblocked(word, await core.unblock(channel.ctx, word), channel.quote)])
+
+
+async def blocklist_show(core: Core, channel: Channel, reply: Reply) -> None:
+    """/blocklist show: the log's blocked words, privately, to those who may post."""
+    await reply.accept(posting=True)
+    await reply.answer(replies.blocklist(await core.blocklist(), channel.quote))
+
+
 # --- commands typed as text (a console line, a Slack slash command) ---------------------------------------------
 
 async def command(core: Core, channel: Channel, reply: Reply, name: str, args: list[str]) -> None:
@@ -213,6 +261,10 @@ async def command(core: Core, channel: Channel, reply: Reply, name: str, args: l
         await schedule(core, channel, reply, args)
     elif name == "/model":
         await model(core, channel, reply, args)
+    elif name == "/veto":
+        await veto(core, channel, reply, one_candidate(args, name))
+    elif name == "/blocklist":
+        await blocklist(core, channel, reply, args)
     elif name in ("/votes", "/status", "/proverb-status"):       # /proverb-status: Slack has a /status of its own
         no_arguments(args, name)
         await (votes if name == "/votes" else status)(core, channel, reply)
@@ -231,6 +283,19 @@ async def model(core: Core, channel: Channel, reply: Reply, args: list[str]) -> 
         await model_reload(core, channel, reply, *rest)
     else:
         raise BadRequest(MODEL_USAGE)
+
+
+async def blocklist(core: Core, channel: Channel, reply: Reply, args: list[str]) -> None:
+    """/blocklist add WORD, /blocklist remove WORD (the rest of the words: a phrase), /blocklist show."""
+    action, *rest = args or [""]
+    action = action.lower()
+    if action in ("add", "remove"):
+        await (blocklist_add if action == "add" else blocklist_remove)(core, channel, reply, " ".join(rest))
+    elif action == "show":
+        no_arguments(rest, "/blocklist show")
+        await blocklist_show(core, channel, reply)
+    else:
+        raise BadRequest(BLOCKLIST_USAGE)
 
 
 async def schedule(core: Core, channel: Channel, reply: Reply, args: list[str]) -> None:

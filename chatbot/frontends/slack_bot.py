@@ -8,8 +8,8 @@ seconds): a parameter that cannot be read or is out of range is refused in the a
 its sender sees; everything else is answered after it, privately or to the channel, through the command's
 response_url. /proverb answers with a summary, then posts each candidate in a message of its own
 (chat.postMessage) with the vote reactions added; reactions on those messages are votes (reaction_added /
-reaction_removed events; bots, this one included, never count). /post, /schedule daily and /schedule off need a
-user or user group named in the settings, or a workspace admin. A command's text is read up to 1,000 characters.
+reaction_removed events; bots, this one included, never count). /post, /unpost, /schedule daily and /schedule off
+need a user or user group named in the settings, or a workspace admin. A command's text is read up to 1,000 characters.
 Nothing the bot sends can ping anyone or be formatted; the tokens, settings, text rules and the connection (Socket
 Mode or HTTP) are in chatbot/frontends/slack_setup.py.
 """
@@ -48,7 +48,7 @@ from proverbot_errors import ProverbotError
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-COMMANDS = ("/proverb", "/votes", "/post", "/history", "/proverb-status", "/schedule")     # as in slack/manifest.yml
+COMMANDS = ("/proverb", "/votes", "/post", "/unpost", "/history", "/proverb-status", "/schedule")  # slack/manifest.yml
 
 
 def context(command: dict) -> Context:
