@@ -1,4 +1,4 @@
-"""`proverbot doctor`, `proverbot tweet` and `proverbot post`: publishing from the command line (and from cron).
+"""`proverbot doctor`, `tweet`, `post` and `unpost`: publishing from the command line (and from cron).
 
 proverbot doctor                       one cheap authenticated call per configured publisher, and GET /v1/models of
                                        sampler_url when set; says what works, never a secret; exit status 1 when one
@@ -6,6 +6,7 @@ proverbot doctor                       one cheap authenticated call per configur
 proverbot tweet [--prefix ...]         sample, filter, pick one (random among the usable, or --pick best), post it
                                        through the same checks as the bot, log it
 proverbot post --candidate ID | --text TEXT [--to NAME]    post by hand through the same checks
+proverbot unpost ID                    withdraw a post: delete it on its platform, mark it in the log (as /unpost)
 
 tweet and post exit with 0 when they posted, 1 on a failure (said on stderr, so cron mails the owner), and 3 (quota
 used up) or 4 (nothing to post) when they skip, said on stdout: chatbot/exitcodes.py.
@@ -35,7 +36,7 @@ class NothingToPost(ProverbotError):
 
 
 def add_commands(commands) -> None:
-    """Register `doctor`, `tweet` and `post` on the CLI's subparsers."""
+    """Register `doctor`, `tweet`, `post` and `unpost` on the CLI's subparsers."""
     doctor = commands.add_parser("doctor", help="check each configured publisher's credentials with one cheap call",
                                  description="One authenticated call per configured publisher (X: get_me; Mastodon: "
                                  "verify_credentials; Bluesky: login). Exit status 1 when one fails.")
@@ -64,6 +65,15 @@ def add_commands(commands) -> None:
     what.add_argument("--text", help="a text of your own")
     post.add_argument("--to", help="publisher: x, mastodon, bluesky or dryrun (default: publish_to)")
     post.set_defaults(func=cmd_post)
+
+    unpost = commands.add_parser(
+        "unpost", help="withdraw a published post: delete it on its platform and mark it in the log",
+        description="Delete post ID on its platform (X, Mastodon, Bluesky or the dry run) and mark it withdrawn in "
+                    "the log, with your login and the time; audited (`history --kind audit`). A post that is not "
+                    "posted or is already withdrawn, or that the platform refuses to delete, is one line on stderr "
+                    "(exit status 1), and nothing is marked.")
+    unpost.add_argument("post_id", type=log_id, metavar="ID", help="the post's number (see `history --kind posts`)")
+    unpost.set_defaults(func=cmd_unpost)
 
 
 # -- doctor ---------------------------------------------------------------------------------------------------
@@ -133,6 +143,16 @@ def cmd_post(args) -> int:
     return 0
 
 
+def cmd_unpost(args) -> int:
+    from chatbot import replies
+    from chatbot.publishers.factory import build_publishers
+
+    settings = load_settings()
+    publishers = build_publishers(settings)
+    print(replies.unposted(asyncio.run(unpost_one(settings, publishers, args.post_id))))
+    return 0
+
+
 def cmd_tweet(args) -> int:
     from chatbot.app import generate_logged, open_sampler
     from chatbot.publishers.factory import build_publishers
@@ -160,6 +180,12 @@ async def post_one(settings: Settings, publishers, candidate_id: int | None, tex
     """Post one candidate or text through the checks; the posted record, or a ProverbotError."""
     async with opened_log(settings, publishers) as poster:
         return await poster.post(cli_context(), candidate_id, text=text, to=to)
+
+
+async def unpost_one(settings: Settings, publishers, post_id: int):
+    """Withdraw one post (chatbot.posting.Poster.unpost): the post as marked, or a ProverbotError."""
+    async with opened_log(settings, publishers) as poster:
+        return await poster.unpost(cli_context(), post_id)
 
 
 async def check_quota(settings: Settings, publishers, to: str | None) -> None:

@@ -98,7 +98,8 @@ COLUMNS = {  # the terminal table; --json and --csv carry every field. The last 
                     "samples", "duration_s", "prefix"],
     "candidates": ["id", "generation_id", "position", "usable", "reason", "tokens", "message_id", "text"],
     "votes": ["id", "candidate_id", "user_name", "user_id", "emoji", "voted_at", "removed_at"],
-    "posts": ["id", "platform", "status", "attempts", "created_at", "requested_by_name", "url", "text"],
+    "posts": ["id", "platform", "status", "attempts", "created_at", "requested_by_name", "url", "deleted_at",
+              "deleted_by_name", "text"],
     "audit": ["id", "at", "actor_name", "action", "target", "detail"],
 }
 
