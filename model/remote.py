@@ -12,7 +12,8 @@ prompt starts with the separator line as text.
 
 Requests run in the model worker's thread (model/worker.py), so its queue bound, timeout and on_queued stay; the
 `n` samples of one draw go as one request with `n` and, for a server that ignores `n`, as up to `max_in_flight`
-requests at once. Every fault is one RemoteError line.
+requests at once. A single-token separator's id goes as `stop_token_ids` until the server refuses the field.
+Every fault is one RemoteError line.
 """
 
 import itertools
@@ -40,7 +41,17 @@ USERINFO = re.compile(r"//[^/@]*@")  # http://user:password@host: httpx sends it
 
 
 class RemoteError(SamplingError):
-    """The inference server cannot be reached, refused a request or gave an answer that is not a completion."""
+    """The inference server cannot be reached, refused a request or gave an answer that is not a completion;
+    `status` is the HTTP status of a refusal, `said` the server's own message (scrubbed)."""
+
+    def __init__(self, message: str, status: int | None = None, said: str = ""):
+        super().__init__(message)
+        self.status, self.said = status, said
+
+    def refused_field(self, field: str) -> bool:
+        """Whether the server refused the request for a field it does not take: 400 or 422 naming `field`, or
+        pydantic's "Extra inputs are not permitted" (`transformers serve` says "Unexpected fields ...: {'field'}")."""
+        return self.status in (400, 422) and (field in self.said or "extra" in self.said.lower())
 
 
 @dataclass(frozen=True)
@@ -77,8 +88,9 @@ class Server:
             raise RemoteError(f"The sampler at {self.where} cannot be reached ({type(err).__name__}: "
                               f"{self.scrub(str(err))}); is it running?") from None
         if response.status_code >= 400:
-            raise RemoteError(f"The sampler at {self.where} refused {path}: HTTP {response.status_code}: "
-                              f"{self.scrub(server_message(response))}")
+            said = self.scrub(server_message(response))
+            raise RemoteError(f"The sampler at {self.where} refused {path}: HTTP {response.status_code}: {said}",
+                              response.status_code, said)
         try:
             return response.json()
         except ValueError:
@@ -123,7 +135,9 @@ class RemoteSampler(BaseSampler):
         start_ids = separator_ids(tokenizer, separator) if tokenizer else []
         self.start = tokenizer.decode(start_ids) if tokenizer else f"\n{separator}\n"
         self.start_tokens = len(start_ids)
+        self.stop_ids = start_ids if len(start_ids) == 1 else []  # only a single-token separator has an id to stop at
         self.takes_n = True  # until a server answers fewer samples than asked
+        self.takes_stop_ids = True  # until a server refuses the field
         self.pool = ThreadPoolExecutor(server.max_in_flight, thread_name_prefix="sampler-request")
         self.seeds: itertools.count | None = None
         self.lock = threading.Lock()
@@ -153,8 +167,8 @@ class RemoteSampler(BaseSampler):
 
     def _body(self, request: SampleRequest) -> dict:
         """The /v1/completions fields of `request` (`n` and `seed` are added per request)."""
-        # a separator that is a special token may never match `stop` as text: the run folder's generation_config.json
-        # lists it as an end-of-text token, which vLLM and transformers serve honour (stop_token_ids is refused by some)
+        # a separator that is a special token may never match `stop` as text: its id goes as stop_token_ids (vLLM), and
+        # the run folder's generation_config.json lists it as an end-of-text token, which transformers serve honours
         body = {"prompt": self.start + request.prefix, "temperature": request.temperature}
         if self.separator:
             body["stop"] = [self.separator]
@@ -174,7 +188,7 @@ class RemoteSampler(BaseSampler):
         with self.lock:
             seed = next(self.seeds) if self.seeds else None
         extra = ({"n": n} if n > 1 else {}) | ({"seed": seed} if seed is not None else {})
-        answer = self.server.complete(body | extra)
+        answer = self._complete(body | extra)
         try:
             texts = [choice["text"] for choice in answer["choices"]]
             tokens = answer.get("usage", {}).get("completion_tokens", 0) // max(1, len(texts))
@@ -184,6 +198,24 @@ class RemoteSampler(BaseSampler):
             raise RemoteError(f"The sampler at {self.server.where} answered without choices[].text "
                               f"({err!r}).") from None
         return [Sample(cut(text, request, self.separator), tokens) for text in texts]
+
+    def _complete(self, body: dict) -> dict:
+        """The server's answer to `body`, with the separator's stop_token_ids while the server takes them: one that
+        refuses the field (`transformers serve`, OpenAI) is asked again without it, and never again with it."""
+        if not (self.stop_ids and self.takes_stop_ids):
+            return self.server.complete(body)
+        try:
+            return self.server.complete(body | {"stop_token_ids": self.stop_ids})
+        except RemoteError as err:
+            if not err.refused_field("stop_token_ids"):
+                raise
+        answer = self.server.complete(body)  # a fault here was not the field's: nothing is remembered
+        with self.lock:
+            if self.takes_stop_ids:
+                self.takes_stop_ids = False
+                log.info("the sampler at %s takes no stop_token_ids: stopping at the separator's text only",
+                         self.server.where)
+        return answer
 
 
 def open_remote(server: Server, folder: Path | None = None, corpus: Path | None = None, blocked_words=(),

@@ -3,6 +3,8 @@ session's tiny run folder, and small sockets for the faults a real server will n
 not JSON)."""
 
 import io
+import json
+import logging
 import os
 import shutil
 import socket
@@ -85,13 +87,15 @@ def listening_only():
 
 
 @contextmanager
-def answering(status: int, body: bytes):
-    """An HTTP server that answers every request with `status` and `body`; a body with {auth} echoes the bearer
-    header back, as a careless server's error page may."""
+def answering(status: int, body: bytes, received: list | None = None):
+    """An HTTP server that answers every request with `status` and `body` (and appends each request's JSON to
+    `received`); a body with {auth} echoes the bearer header back, as a careless server's error page may."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            request = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if received is not None:
+                received.append(json.loads(request))
             reply = body.replace(b"{auth}", self.headers.get("Authorization", "").encode())
             self.send_response(status)
             self.send_header("Content-Length", str(len(reply)))
@@ -141,6 +145,31 @@ def test_copies_are_checked_against_the_run_folder_or_sampler_corpus(trained_run
     assert from_corpus.start == "\n==========\n" and from_folder.start == "=========="
 
 
+def test_the_separator_id_goes_as_stop_token_ids_until_a_server_refuses_them(served, trained_run, caplog):
+    sampler = open_remote(served, trained_run)
+    assert sampler.stop_ids == [sampler.tokenizer.convert_tokens_to_ids(sampler.separator)]
+    with caplog.at_level(logging.INFO, logger="model.remote"):
+        for seed in (1, 2):     # transformers serve answers 422 "Unexpected fields": asked again without them
+            assert len(sampler.candidates(SampleRequest(count=1, length=20, temperature=1.0, seed=seed)).usable) == 1
+    assert not sampler.takes_stop_ids
+    assert [record.getMessage() for record in caplog.records if "stop_token_ids" in record.getMessage()] == [
+        f"the sampler at {served.url} takes no stop_token_ids: stopping at the separator's text only"]
+
+
+def test_a_server_that_takes_stop_token_ids_gets_them_and_a_text_separator_sends_none(trained_run, tmp_path):
+    completion = b'{"choices": [{"text": "the early bird sings"}], "usage": {"completion_tokens": 5}}'
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((trained_run / BLOCKS).read_text(encoding="utf-8"), encoding="utf-8")
+    received = []
+    with answering(200, completion, received) as url:      # vLLM takes the field
+        from_folder = open_remote(Server(url, "tiny"), trained_run)
+        from_folder.candidates(SampleRequest(count=1, length=5))
+        from_corpus = open_remote(Server(url, "tiny"), corpus=corpus)    # the separator as text: no id to send
+        from_corpus.candidates(SampleRequest(count=1, length=5))
+    assert received[0]["stop_token_ids"] == from_folder.stop_ids and from_folder.takes_stop_ids
+    assert from_corpus.stop_ids == [] and "stop_token_ids" not in received[-1]
+
+
 # -- faults -----------------------------------------------------------------------------------------------------
 
 def test_faults_are_one_clear_line(served, trained_run):
@@ -174,6 +203,7 @@ def test_a_password_in_the_url_is_never_shown(trained_run):
     (503, b'{"error": {"message": "overloaded, try later"}}', "refused /v1/completions: HTTP 503: overloaded"),
     (500, b"boom: {auth}", "HTTP 500: boom: Bearer **********"),
     (401, b'{"detail": "bad key {auth}"}', "HTTP 401: bad key Bearer **********"),
+    (422, b'{"detail": "prompt too long"}', "HTTP 422: prompt too long"),  # not about stop_token_ids: no retry
 ])
 def test_a_reply_that_is_not_a_completion_is_one_line(trained_run, status, body, message):
     with answering(status, body) as url:
