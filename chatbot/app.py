@@ -148,15 +148,17 @@ async def open_log(settings: Settings):
 
 @asynccontextmanager
 async def cli_log(settings: Settings) -> AsyncIterator:
-    """The log for one command, closed after. Bots may be running on it, so only what is stale is settled (a bot's
-    that stopped beating; with no owner, what is older than the longest it could take): pending posts become
-    unknown (with a warning), pending generations failed."""
+    """The log for one command, closed after. The command registers its process and beats like a bot, so a bot
+    that starts meanwhile leaves its post in flight alone. Bots may be running on it, so only what is stale is settled
+    (a process's that stopped beating; with no owner, what is older than the longest it could take): pending posts
+    become unknown (with a warning), pending generations failed."""
     from chatbot.publishers.remote import longest_publish
     from storage import Database
 
     db = Database(settings.database_url, heartbeat_s=settings.heartbeat_s)
     await db.start(recover=False)
     try:
+        await db.register_process()
         now = datetime.now(UTC)
         longest = longest_publish(settings.publish_timeout, settings.publish_attempts)
         stale = await db.mark_stale_posts_unknown(now - timedelta(seconds=longest + MARGIN))
@@ -193,6 +195,7 @@ async def run_bot(settings: Settings) -> None:
     SLACK_SIGNING_SECRET); with none, the terminal. Ends when a front end does
     (the console's /quit, a refused token) or on SIGTERM."""
     from chatbot.core import Core, Defaults, ModelInfo
+    from chatbot.limits import Limits
     from chatbot.publishers.factory import build_publishers
     from chatbot.scheduler import Scheduler
     from model.worker import ModelWorker
@@ -211,7 +214,8 @@ async def run_bot(settings: Settings) -> None:
         async with ModelWorker(load, max_queue=settings.max_queue, timeout=settings.sample_timeout) as worker:
             model = ModelInfo.of(loaded[0])
             defaults = Defaults(**{field.name: getattr(settings, field.name) for field in fields(Defaults)})
-            core = Core(db, worker, build_publishers(settings), model, defaults, runs=pool)
+            limits = Limits(settings.user_cooldown, settings.user_hourly_candidates)
+            core = Core(db, worker, build_publishers(settings), model, defaults, runs=pool, limits=limits)
             frontends = chat_frontends(settings, core)
             helpers = [Scheduler(core, db, [frontend for frontend, _ in frontends]).run_forever()]
             if settings.health_file:

@@ -53,6 +53,8 @@ TEMPERATURE = (0.1, 2.0)
 COUNT = (1, 10)
 LENGTH = (1, 200)
 WINDOW = (1, 24 * 60)        # voting window of a schedule, minutes
+MAX_WORD = 50                # characters of a word or phrase on the blocklist
+WORD_MARKS = " -'\u2019"      # what a blocked word may hold besides letters, digits and their accents
 
 UserNumber = int | float | str      # a number, or the text a user typed for one: in_range() checks it
 
@@ -227,10 +229,11 @@ class Core:
     async def post(self, ctx: Context, candidate_id: int | None = None, *, text: str | None = None,
                    to: str | None = None) -> Posted:
         """Publish the named candidate, or free `text`, or else the top-voted candidate of the latest batch here
-        (ties: the earlier one; nobody voted: the first usable; never a vetoed one), on publisher `to` (x, mastodon, bluesky, dryrun;
-        None: the channel's, else the default). Refused before anything is sent: UnknownPublisher, TooLong,
-        AlreadyPosted / PostInProgress (storage), QuotaReached. PostFailed: publishing failed and the candidate
-        stays postable; PostUnknown: it may be online, a person checks (see chatbot/posting.py)."""
+        (ties: the earlier one; nobody voted: the first usable; never a vetoed one), on publisher `to` (x, mastodon,
+        bluesky, dryrun; None: the channel's, else the default). Refused before anything is sent: UnknownPublisher,
+        TooLong, AlreadyPosted / PostInProgress (storage), Unusable (filtered out, vetoed), QuotaReached.
+        PostFailed: publishing failed and the candidate stays postable; PostUnknown: it may be online, a person
+        checks (see chatbot/posting.py)."""
         if candidate_id is None and text is None:
             candidate_id = await self._pick(ctx)
         return await self.poster.post(ctx, candidate_id, text=text, to=to)
@@ -254,7 +257,8 @@ class Core:
         if best is not None:
             return best.candidate_id
         if not rows:
-            raise NothingToPost(f"Generation #{generation_id} has no candidate left to post (filtered out or vetoed).")
+            raise NothingToPost(f"Generation #{generation_id} has no candidate left to post (filtered out or "
+                                "vetoed).")
         return min(rows, key=lambda row: row.position).candidate_id
 
     async def unpost(self, ctx: Context, post_id: int) -> PostInfo:
@@ -290,6 +294,34 @@ class Core:
         """Disable this channel's schedule; False when there was no enabled one. Audited."""
         return await self.db.disable_schedule(ctx.platform, ctx.channel_id, server_id=ctx.server_id or "",
                                               by_id=ctx.user_id, by_name=ctx.user_name)
+
+    # --- limits and moderation (the front ends let only those who may post moderate) ---------------------------
+
+    async def check_limits(self, ctx: Context, count: int) -> None:
+        """chatbot.limits.TooSoon when ctx's member may not ask for `count` candidates now, saying when they may;
+        nothing is sampled or logged. The front ends skip it for moderators."""
+        await self.limits.check(self.db, ctx, count)
+
+    async def veto(self, ctx: Context, candidate_id: int) -> CandidateInfo:
+        """The candidate can never be posted (by /post, the votes or the schedule) and its votes stop counting.
+        Final; audited. ModerationRefused when it is already vetoed, filtered out, or posted (/unpost first)."""
+        return await self.db.veto(candidate_id, by_id=ctx.user_id, by_name=ctx.user_name)
+
+    async def block(self, ctx: Context, word: str) -> tuple[str, bool]:
+        """Put a word (or phrase) on the log's blocklist: every process drops candidates holding it from the next
+        request on. Returns the word as stored and False when it was on the list already. Audited."""
+        word = check_blocked_word(word)
+        return word, await self.db.block_word(word, blocked_key(word), by_id=ctx.user_id, by_name=ctx.user_name)
+
+    async def unblock(self, ctx: Context, word: str) -> str | None:
+        """Take a word off the log's blocklist (any case or accents): the word as it was stored, or None when it
+        was not on it. Audited. The config file's blocked_words stay."""
+        word = check_blocked_word(word)
+        return await self.db.unblock_word(blocked_key(word), by_id=ctx.user_id, by_name=ctx.user_name)
+
+    async def blocklist(self) -> list[BlockedWordInfo]:
+        """The log's blocklist, in order (the config file's blocked_words apply too, and are not listed)."""
+        return await self.db.blocked_words()
 
     # --- history and status ----------------------------------------------------------------------------------
 
@@ -367,10 +399,13 @@ async def generate(db: Database, worker: Worker, ctx: Context, request: SampleRe
                    on_queued: Callable[[int], None] | None = None) -> tuple[GenerationInfo, CandidateBatch]:
     """Sample `request` in the worker, logged: the generation is recorded pending first, then finished with every
     candidate; whatever stops the sampling (an error, a timeout, Ctrl-C, the bot stopping) marks it failed and is
-    raised again. Returns the finished generation and the batch (its generation_id set).
+    raised again. Returns the finished generation and the batch (its generation_id set). The log's blocklist
+    (/blocklist) is read now and applied with the config file's blocked_words: a word blocked a moment ago counts.
 
         generation, batch = await generate(db, worker, Context("cli", user_name="ada"), request, model)
     """
+    blocked = tuple(word.word for word in await db.blocked_words())
+    request = replace(request, blocked_words=(*request.blocked_words, *blocked))
     generation_id = await db.record_generation(
         ctx.platform, channel_id=ctx.channel_id, server_id=ctx.server_id, user_id=ctx.user_id,
         user_name=ctx.user_name, prefix=request.prefix, temperature=request.temperature, top_k=request.top_k,
@@ -414,6 +449,24 @@ def check_prefix(prefix: str, separator: str = "") -> None:
     problem = prefix_problem(prefix, separator)
     if problem:
         raise BadRequest(problem)
+
+
+def check_blocked_word(word: str) -> str:
+    """The word or phrase a moderator blocks, its spaces tidied, or BadRequest: 1 to MAX_WORD characters of letters,
+    digits, spaces, hyphens and apostrophes (no mention, link or markup can hide in one)."""
+    word = " ".join(str(word).split())
+    if not word:
+        raise BadRequest("Which word? Give one, e.g. /blocklist add darn (a short phrase works too).")
+    if len(word) > MAX_WORD:
+        raise BadRequest(f"That word is {len(word)} characters long; a blocked word or phrase has at most {MAX_WORD}.")
+    bad = next((ch for ch in word if not (ch.isalnum() or ch in WORD_MARKS
+                                          or unicodedata.category(ch).startswith("M"))), None)
+    if bad is not None:
+        raise BadRequest(f"A blocked word holds letters, digits, spaces, hyphens and apostrophes only, not {bad!r} "
+                         f"(U+{ord(bad):04X}).")
+    if not any(ch.isalnum() for ch in word):
+        raise BadRequest("A blocked word needs at least one letter or digit.")
+    return word
 
 
 def in_range(name: str, value: UserNumber, low: float, high: float, whole: bool = False) -> float:

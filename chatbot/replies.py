@@ -13,7 +13,7 @@ from chatbot.core import AskResult, RunList, ShownCandidate, Status
 from chatbot.posting import Posted
 from model.pool import LoadedRun
 from proverbot_errors import ProverbotError
-from storage import AlreadyPosted, PostInfo, ScheduleInfo, TallyRow
+from storage import AlreadyPosted, BlockedWordInfo, CandidateInfo, PostInfo, ScheduleInfo, TallyRow
 
 Quote = Callable[[str], str]
 
@@ -51,7 +51,8 @@ def tally(rows: Iterable[TallyRow], quote: Quote = plain) -> list[str]:
     lines = []
     for number, row in enumerate(rows, 1):
         plural = "" if row.votes == 1 else "s"
-        lines.append(f"{number}. [#{row.candidate_id}] {row.votes} vote{plural}: {quote(row.text)}")
+        votes = "vetoed" if row.vetoed else f"{row.votes} vote{plural}"
+        lines.append(f"{number}. [#{row.candidate_id}] {votes}: {quote(row.text)}")
     return lines or ["No candidates in the latest batch."]
 
 
@@ -124,6 +125,33 @@ def reloaded(name: str, old: str, new: str, quote: Quote = plain) -> str:
     if old == new:
         return f"Reloaded run {quote(name)}: checkpoint {new or 'unknown'} (unchanged)."
     return f"Reloaded run {quote(name)}: checkpoint {new or 'unknown'} (was {old or 'not loaded'})."
+
+
+def vetoed(named: str, c: CandidateInfo, by: str | None, quote: Quote = plain) -> str:
+    """The answer to /veto, in the channel: what was vetoed, by whom, and that it is final."""
+    return (f"Vetoed {quote(named)} [#{c.id}] by {quote(by or 'a moderator')}: it will never be posted, and its votes "
+            f"no longer count.\n  {quote(c.text)}")
+
+
+def blocked(word: str, added: bool, quote: Quote = plain) -> str:
+    if not added:
+        return f"“{quote(word)}” is already on the blocklist."
+    return f"Blocked “{quote(word)}”: candidates holding it (any case or accents) are dropped from now on."
+
+
+def unblocked(word: str, removed: str | None, quote: Quote = plain) -> str:
+    if removed is None:
+        return f"“{quote(word)}” is not on the blocklist (/blocklist show lists it; the config file's blocked_words " \
+               "are changed there)."
+    return f"Took “{quote(removed)}” off the blocklist."
+
+
+def blocklist(words: Iterable[BlockedWordInfo], quote: Quote = plain) -> list[str]:
+    lines = [f"“{quote(w.word)}” (by {quote(w.added_by_name or w.added_by_id or 'someone')}, {w.added_at:%Y-%m-%d})"
+             for w in words]
+    if not lines:
+        return ["The blocklist is empty (the config file's blocked_words apply as ever)."]
+    return [f"Blocked words ({len(lines)}; the config file's blocked_words apply too):", *lines]
 
 
 def schedule(s: ScheduleInfo | None) -> str:

@@ -5,6 +5,7 @@
     /unpost #ID        /status        /help        /quit
     /schedule daily time:09:30 timezone:Europe/Paris window:10        /schedule show        /schedule off
     /model list        /model use NAME        /model reload [NAME]        /proverb run:NAME
+    /veto N        /blocklist add WORD        /blocklist remove WORD        /blocklist show
 
 Each console session is a channel of its own, `terminal-<6 hex digits>` (the first line names it), so two consoles
 on one log never act on each other's batches: N is a candidate's number in this session's latest batch, and #ID
@@ -16,7 +17,8 @@ the next start). A scheduled batch is sampled in the session of the bot that run
 it there as on a batch of your own.
 
 Works with a pipe as well as a terminal (`printf '/proverb\\n/post\\n' | proverbot run`); EOF ends like /quit. Bad
-input prints one line starting with "Sorry:" and the console goes on.
+input prints one line starting with "Sorry:" and the console goes on. The console's one user is the operator: a
+moderator, exempt from the limits per member (user_cooldown, user_hourly_candidates).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ HELP = """Commands:
   /model list             the trained runs (step, base, date); this session's and the loaded ones marked
   /model use NAME         sample from run NAME in this session from now on
   /model reload [NAME]    load the run's newest checkpoint now (it is also picked up at the next request)
+  /veto N                 candidate N (or #ID) is never posted and its votes stop counting; a veto is final
+  /blocklist add WORD, /blocklist remove WORD, /blocklist show   words (or phrases) that drop candidates, at once
   /help, /quit"""
 
 
@@ -79,6 +83,10 @@ class Terminal:
 
     async def answer(self, lines: list[str], private: bool = True) -> None:
         self.say("\n".join(lines))
+
+    async def may_post(self) -> bool:
+        """The console's one user is the operator."""
+        return True
 
     def say(self, text: str, end: str = "\n") -> None:
         print(text, end=end, file=self.out, flush=True)

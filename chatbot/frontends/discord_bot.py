@@ -6,11 +6,12 @@
 Each command runs its flow (chatbot.frontends.flows). /proverb samples in the model worker (the interaction is
 deferred at once: Discord wants an answer in 3 seconds), then shows each candidate in a message of its own with the
 vote emoji pre-added; reactions on those messages are votes (raw events, so messages from before a restart count
-too; bots never count). /post, /unpost, /schedule daily and /schedule off need the configured role or permission. Every
-parameter is checked again, since Discord clients can send values outside the declared ranges (and at most 1,000
-characters of a command's options are read); a bad one gets an error only its sender sees. Nothing the
-bot sends can ping anyone, and text is cut to Discord's 2,000 characters with a visible mark (the rules, settings
-and serving are in chatbot/frontends/discord_setup.py).
+too; bots never count). /post, /unpost, /veto, /blocklist, /schedule daily and /schedule off need the configured
+role or permission: those members are the moderators, exempt from the limits per member (a refused /proverb is told
+only to its sender). Every parameter is checked again, since Discord clients can send values outside the declared
+ranges (and at most 1,000 characters of a command's options are read); a bad one gets an error only its sender
+sees. Nothing the bot sends can ping anyone, and text is cut to Discord's 2,000 characters with a visible mark (the
+rules, settings and serving are in chatbot/frontends/discord_setup.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from chatbot.context import Context
-from chatbot.core import COUNT, LENGTH, MAX_PREFIX, TEMPERATURE, WINDOW, BadRequest, Core
+from chatbot.core import COUNT, LENGTH, MAX_PREFIX, MAX_WORD, TEMPERATURE, WINDOW, BadRequest, Core
 from chatbot.frontends import flows
-from chatbot.frontends.common import vote_hint
+from chatbot.frontends.common import NotAllowed, vote_hint
 from chatbot.frontends.discord_setup import MESSAGES, NO_PINGS, DiscordClient, DiscordOptions, check_may_post, quote
 from proverbot_errors import ProverbotError
 
@@ -83,12 +84,21 @@ class DiscordReply:
         for page in rest:
             await self.interaction.followup.send(page, ephemeral=private, allowed_mentions=NO_PINGS)
 
+    async def may_post(self) -> bool:
+        try:
+            check_may_post(self.interaction, self.options)
+        except NotAllowed:
+            return False
+        return True
+
 
 class Proverbs(commands.Cog):
     """The bot's commands and its reaction votes: each command is its flow (chatbot.frontends.flows)."""
 
     schedule = app_commands.Group(name="schedule", description="Post the top-voted of a daily batch here.",
                                   allowed_contexts=app_commands.AppCommandContext(guild=True))
+    blocklist = app_commands.Group(name="blocklist", description="Words that drop candidates, at once (moderators).",
+                                   allowed_contexts=app_commands.AppCommandContext(guild=True))
 
     def __init__(self, bot: DiscordBot) -> None:
         self.bot, self.core, self.options = bot, bot.core, bot.options
@@ -174,6 +184,32 @@ class Proverbs(commands.Cog):
     @app_commands.guild_only()
     async def unpost(self, interaction: discord.Interaction, post: app_commands.Range[str, 1, 24]) -> None:
         await flows.unpost(self.core, *self.here(interaction), post)
+
+    # --- moderation -------------------------------------------------------------------------------------------
+
+    @app_commands.command(description="Veto a candidate: it is never posted and its votes stop counting. Final.")
+    @app_commands.describe(candidate="A candidate of the latest batch (its number), or #ID")
+    @app_commands.guild_only()
+    async def veto(self, interaction: discord.Interaction, candidate: app_commands.Range[str, 1, 20]) -> None:
+        await flows.veto(self.core, *self.here(interaction), candidate)
+
+    veto.autocomplete("candidate")(candidates_of_latest_batch)
+
+    @blocklist.command(name="add", description="Drop candidates holding this word or phrase, from now on.")
+    @app_commands.describe(word="A word or short phrase: letters, digits, spaces, hyphens, apostrophes; any case or "
+                                "accents match")
+    async def blocklist_add(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, MAX_WORD]) -> None:
+        await flows.blocklist_add(self.core, *self.here(interaction), word)
+
+    @blocklist.command(name="remove", description="Take a word or phrase off the blocklist.")
+    @app_commands.describe(word="The word or phrase, as /blocklist show lists it")
+    async def blocklist_remove(self, interaction: discord.Interaction,
+                               word: app_commands.Range[str, 1, MAX_WORD]) -> None:
+        await flows.blocklist_remove(self.core, *self.here(interaction), word)
+
+    @blocklist.command(name="show", description="The blocked words, only to you.")
+    async def blocklist_show(self, interaction: discord.Interaction) -> None:
+        await flows.blocklist_show(self.core, *self.here(interaction))
 
     # --- history, status and schedules -----------------------------------------------------------------------
 
