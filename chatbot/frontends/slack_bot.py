@@ -8,8 +8,10 @@ seconds): a parameter that cannot be read or is out of range is refused in the a
 its sender sees; everything else is answered after it, privately or to the channel, through the command's
 response_url. /proverb answers with a summary, then posts each candidate in a message of its own
 (chat.postMessage) with the vote reactions added; reactions on those messages are votes (reaction_added /
-reaction_removed events; bots, this one included, never count). /post, /unpost, /schedule daily and /schedule off
-need a user or user group named in the settings, or a workspace admin. A command's text is read up to 1,000 characters.
+reaction_removed events; bots, this one included, never count). /post, /unpost, /veto, /blocklist, /schedule daily
+and /schedule off need a user or user group named in the settings, or a workspace admin: the moderators, exempt from
+the limits per member (a refused /proverb is told in the private acknowledgement). A command's text is read up to
+1,000 characters.
 Nothing the bot sends can ping anyone or be formatted; the tokens, settings, text rules and the connection (Socket
 Mode or HTTP) are in chatbot/frontends/slack_setup.py.
 """
@@ -28,7 +30,7 @@ from chatbot.config import load_settings
 from chatbot.context import Context
 from chatbot.core import Core
 from chatbot.frontends import flows
-from chatbot.frontends.common import InFlight, vote_hint
+from chatbot.frontends.common import InFlight, NotAllowed, vote_hint
 from chatbot.frontends.slack_setup import (
     MESSAGES,
     Connection,
@@ -48,7 +50,8 @@ from proverbot_errors import ProverbotError
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-COMMANDS = ("/proverb", "/votes", "/post", "/unpost", "/history", "/proverb-status", "/schedule")  # slack/manifest.yml
+COMMANDS = ("/proverb", "/votes", "/post", "/unpost", "/history", "/proverb-status", "/schedule",  # slack/manifest.yml
+            "/veto", "/blocklist")
 
 
 def context(command: dict) -> Context:
@@ -91,6 +94,13 @@ class SlackReply:
             await self.args.ack(message("\n".join(lines), private))
         else:
             await respond(self.args.command["response_url"], lines, private)
+
+    async def may_post(self) -> bool:
+        try:
+            await check_may_post(self.bot.client, self.bot.options, self.args.command["user_id"])
+        except NotAllowed:
+            return False
+        return True
 
 
 class SlackBot:
