@@ -16,7 +16,7 @@ from typing import TextIO
 
 import argcomplete
 
-from chatbot import health, publish_cli, storage_cli
+from chatbot import health, plot_cli, publish_cli, storage_cli
 from chatbot.app import generate_logged, open_sampler, run_bot, train_default_if_missing, training_report
 from chatbot.arguments import Parser, add_sampling_arguments, positive_int
 from chatbot.config import Settings, load_settings
@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=cmd_config)
     storage_cli.add_commands(commands)
     publish_cli.add_commands(commands)
+    plot_cli.add_commands(commands)
     return parser
 
 
@@ -216,6 +217,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="compute in bfloat16 (autocast) or "
                    "float32; auto (default): bfloat16 where it is native (GPUs, CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--eval-samples", type=int, help="samples drawn at the end to report usable/copy rates (0: skip)")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations in "
+                   "the backward pass: far less memory for a slower step (gpt-2-simple's use_memory_saving_gradients)")
+    p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], help="learning rate over the run: "
+                   "constant (default), or decaying to 0 at the last step (needs --steps or --epochs)")
+    p.add_argument("--warmup-steps", type=int, help="raise the learning rate linearly over the first N steps (0: off)")
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -251,16 +257,27 @@ def cmd_config(args) -> None:
 
 
 def cmd_train(args) -> ExitCode:
-    """Train; after Ctrl-C or SIGTERM the checkpoint is saved and the status is 130 or 143."""
+    """Train; after Ctrl-C or SIGTERM the checkpoint is saved and the status is 130 or 143. Under torchrun rank 0
+    alone prints the report, and an error in the options (every process meets the same one, before they connect)."""
+    from model import distributed
     from model.train import make_config, train
 
-    settings = load_settings()
-    options = {k: v for k, v in vars(args).items() if k not in ("func", "verbose", "base")}
-    options["corpus"] = str(options["corpus"])
-    options["checkpoint_dir"] = options["checkpoint_dir"] or str(settings.checkpoint_dir)
-    options["max_corpus_mb"] = options["max_corpus_mb"] or settings.max_corpus_mb
-    result = train(make_config(args.base, **options))
-    print(training_report(result))
+    world = distributed.from_env()
+    try:
+        settings = load_settings()
+        options = {k: v for k, v in vars(args).items() if k not in ("func", "verbose", "base")}
+        options["corpus"] = str(options["corpus"])
+        options["checkpoint_dir"] = options["checkpoint_dir"] or str(settings.checkpoint_dir)
+        options["max_corpus_mb"] = options["max_corpus_mb"] or settings.max_corpus_mb
+        cfg = make_config(args.base, **options)
+        distributed.check_batch(world, cfg.batch_size)
+    except ProverbotError:
+        if world.is_main:
+            raise
+        return ExitCode.FAILED  # rank 0 says what is wrong
+    result = train(cfg)
+    if world.is_main:
+        print(training_report(result))
     return stopped(result.stopped) if result.stopped in STOPPED else ExitCode.OK
 
 
