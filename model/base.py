@@ -8,6 +8,7 @@ import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from model.errors import ModelError
+from model.runinfo import ADAPTER
 from model.tokenizer import gpt2_tokenizer
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def load_base(base: str) -> tuple[GPT2LMHeadModel, object]:
     if not folder.is_dir():
         names = ", ".join(["tiny", *HUB_MODELS])
         raise ModelError(f"Unknown base {base!r}: not a folder, and not one of {names}.")
+    if (folder / ADAPTER).is_file():
+        raise ModelError(f"{folder} is a LoRA run, not a whole model: merge it first (proverbot export "
+                         f"{folder.name} --merge OUTPUT) and give OUTPUT as the base.")
     if (folder / "hparams.json").is_file():
         from model.importer import load_tf_gpt2
 
@@ -72,6 +76,13 @@ def _load_hf_folder(folder: Path):
     has_tokenizer = any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json"))
     tokenizer = AutoTokenizer.from_pretrained(folder) if has_tokenizer else gpt2_tokenizer()
     return model, tokenizer
+
+
+def set_dropout(model: GPT2LMHeadModel, p: float) -> None:
+    model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = p
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
 
 
 def is_device(name: str) -> bool:

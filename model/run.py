@@ -2,7 +2,7 @@
 
     config.json, model.safetensors, generation_config.json   the model and its sampling defaults
     tokenizer.json, tokenizer_config.json, ...                the tokenizer
-    proverbot.json                                            separator, base, step, checkpoint id
+    proverbot.json                                            separator, base, step, checkpoint id (and the ids saved)
     corpus.txt                                                the training blocks (to spot copies)
     training_state.pt                                         optimizer, step, RNG: exact resume
     step-<n>/                                                 older checkpoints, when max_checkpoints > 1
@@ -24,7 +24,8 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from model.errors import ModelError
-from model.runinfo import BLOCKS, META, WEIGHTS, is_run, loading, read_blocks, read_json, read_meta
+from model.runinfo import (ADAPTER, ADAPTER_WEIGHTS, BLOCKS, META, WEIGHTS, is_run, loading, read_blocks, read_json,
+                           read_meta, weights_file)
 from model.speed import fuse_gelu, quantize_int8, sample_dtype
 from model.tokenizer import separator_ids
 
@@ -74,12 +75,22 @@ def save_run(run: Run, state: dict | None = None, max_checkpoints: int = 1) -> s
     staging.mkdir(parents=True)
     model = run.model
     model.generation_config = generation_defaults(run.tokenizer, run.separator, model.config.n_positions)
-    model.save_pretrained(staging, safe_serialization=True)
+    adapter = hasattr(model, "peft_config")  # a LoRA run (model/lora.py)
+    for stale in (WEIGHTS,) if adapter else (ADAPTER, ADAPTER_WEIGHTS):  # --overwrite of the other kind of run
+        (folder / stale).unlink(missing_ok=True)
+    if adapter:
+        from model.lora import save_adapter
+
+        save_adapter(model, staging, run.meta["base"])
+    else:
+        model.save_pretrained(staging, safe_serialization=True)
     run.tokenizer.save_pretrained(staging)
     (staging / BLOCKS).write_text(f"\n{run.separator}\n".join(run.blocks) + "\n", encoding="utf-8")
     if state is not None:
         torch.save(state, staging / STATE)
-    run.meta["checkpoint_id"] = file_hash(staging / WEIGHTS)
+    checkpoint_id = file_hash(weights_file(staging))
+    run.meta["checkpoints"] = [*(k for k in saved_checkpoints(run.meta) if k != checkpoint_id), checkpoint_id]
+    run.meta["checkpoint_id"] = checkpoint_id
     run.meta["separator"] = run.separator
     (staging / META).write_text(json.dumps(run.meta, indent=2) + "\n", encoding="utf-8")  # last: staging complete
     _keep_old_checkpoint(folder, max_checkpoints)
@@ -87,6 +98,16 @@ def save_run(run: Run, state: dict | None = None, max_checkpoints: int = 1) -> s
         (folder / STATE).unlink(missing_ok=True)
     finish_save(folder)
     return run.meta["checkpoint_id"]
+
+
+def saved_checkpoints(meta: dict) -> list[str]:
+    """The ids of the checkpoints this run folder saved since it was created, oldest first (proverbot.json's
+    "checkpoints", so all with its tokenizer: the log's batches name the one that sampled them); a run saved before
+    this list was kept knows its last one only."""
+    known = meta.get("checkpoints")
+    if isinstance(known, list) and all(isinstance(k, str) for k in known):
+        return known
+    return [str(meta["checkpoint_id"])] if meta.get("checkpoint_id") else []
 
 
 def finish_save(folder: Path) -> None:
@@ -126,10 +147,12 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> Run:
+def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str = "float32",
+             merge_adapter: bool = True) -> Run:
     """A run folder's model on `device`. `dtype` (model.speed.SAMPLE_DTYPES; "auto": the fastest format that
-    keeps quality there) is for sampling: a run to train or save must be loaded as float32. A damaged file of
-    the run is a ModelError naming it."""
+    keeps quality there) is for sampling: a run to train or save must be loaded as float32. A LoRA run's base
+    and adapter are merged into one GPT-2, or kept apart to train the adapter on (merge_adapter=False, float32).
+    A damaged file of the run is a ModelError naming it."""
     folder = Path(folder)
     if not is_run(folder):
         raise ModelError(f"{folder} is not a proverbot run folder (no {META} or {WEIGHTS}).")
@@ -142,8 +165,14 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str 
         tokenizer = AutoTokenizer.from_pretrained(folder)
     with loading(folder / "config.json"):
         config = GPT2Config.from_pretrained(folder)
-    with loading(folder / WEIGHTS):
-        model = load_weights(folder, config, torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+    weights_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    if (folder / ADAPTER).is_file():
+        from model.lora import load_adapter
+
+        model = load_adapter(folder, meta, config, merge_adapter).to(weights_dtype)
+    else:
+        with loading(folder / WEIGHTS):
+            model = load_weights(folder, config, weights_dtype)
     blocks = read_blocks(folder, separator)
     model = fuse_gelu(model.to(device).eval())
     if dtype == "int8":

@@ -19,10 +19,17 @@ from model.errors import ModelError
 META = "proverbot.json"
 BLOCKS = "corpus.txt"
 WEIGHTS = "model.safetensors"
+ADAPTER = "adapter_config.json"  # a LoRA run (model/lora.py): peft's adapter in place of model.safetensors
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def is_run(folder: Path) -> bool:
-    return (folder / META).is_file() and (folder / WEIGHTS).is_file()
+    return (folder / META).is_file() and weights_file(folder).is_file()
+
+
+def weights_file(folder: Path) -> Path:
+    """The file a run's weights are in: model.safetensors, or a LoRA run's adapter_model.safetensors."""
+    return folder / ADAPTER_WEIGHTS if (folder / ADAPTER).is_file() else folder / WEIGHTS
 
 
 def find_run(checkpoint_dir: str | Path, run_name: str | None = None) -> Path:
@@ -37,7 +44,7 @@ def find_run(checkpoint_dir: str | Path, run_name: str | None = None) -> Path:
     runs = [checkpoint_dir / name for name in list_runs(checkpoint_dir)]
     if not runs:
         raise ModelError(f"No trained model in {checkpoint_dir}/ yet: run `proverbot train` first.")
-    return max(runs, key=lambda folder: (folder / WEIGHTS).stat().st_mtime)
+    return max(runs, key=lambda folder: weights_file(folder).stat().st_mtime)
 
 
 def list_runs(checkpoint_dir: str | Path) -> list[str]:
