@@ -1,6 +1,7 @@
 """`proverbot history` and `proverbot db ...`: the log from the command line (storage/ does the work).
 
-proverbot history [--kind generations|candidates|votes|posts|audit] [--limit N] [--platform P] [--json | --csv]
+proverbot history [--kind generations|candidates|votes|posts|audit|blocklist|moderation] [--limit N] [--platform P]
+                  [--json | --csv]      (moderation: the audit's moderators' actions: vetoes, blocklist, unposts)
 proverbot db upgrade                  create the log or bring its schema up to date
 proverbot db check                    integrity, schema revision, row counts; exit status 1 when something needs doing
 proverbot db backup DEST              a consistent copy of a SQLite log, safe while the bot runs
@@ -28,12 +29,13 @@ from chatbot.arguments import log_id, positive_int
 from chatbot.config import load_settings
 
 # storage (SQLAlchemy, Alembic) is imported by the commands that use it: other commands start no slower.
-KINDS = ("generations", "candidates", "votes", "posts", "audit")  # storage.history.KINDS
+KINDS = ("generations", "candidates", "votes", "posts", "audit", "blocklist", "moderation")  # storage.history.KINDS
 
 
 def add_commands(commands) -> None:
     """Register `history` and `db` on the CLI's subparsers."""
-    history = commands.add_parser("history", help="recent generations, candidates, votes, posts or admin actions",
+    history = commands.add_parser("history", help="recent generations, candidates, votes, posts, admin actions or "
+                                  "the blocklist",
                                   description="List the newest entries of the log: a table, or JSON/CSV to stdout.")
     history.add_argument("--kind", choices=list(KINDS), default="generations",
                          help="what to list (default: %(default)s)")
@@ -96,11 +98,14 @@ def with_database(work, *, migrate: bool = True):
 COLUMNS = {  # the terminal table; --json and --csv carry every field. The last column takes the remaining width.
     "generations": ["id", "created_at", "platform", "channel_id", "user_name", "status", "run_name", "temperature",
                     "samples", "duration_s", "prefix"],
-    "candidates": ["id", "generation_id", "position", "usable", "reason", "tokens", "message_id", "text"],
+    "candidates": ["id", "generation_id", "position", "usable", "reason", "tokens", "message_id", "vetoed_by_name",
+                   "text"],
     "votes": ["id", "candidate_id", "user_name", "user_id", "emoji", "voted_at", "removed_at"],
     "posts": ["id", "platform", "status", "attempts", "created_at", "requested_by_name", "url", "deleted_at",
               "deleted_by_name", "text"],
     "audit": ["id", "at", "actor_name", "action", "target", "detail"],
+    "blocklist": ["id", "added_at", "added_by_name", "word"],
+    "moderation": ["id", "at", "actor_name", "action", "target", "detail"],
 }
 
 

@@ -52,8 +52,9 @@ class ModerationAPI(DatabaseCore):
         if candidate.vetoed_at is not None:
             raise ModerationRefused(f"Candidate #{candidate.id} was already {veto_note(candidate)}: a veto is final.")
         if not candidate.usable:
-            raise ModerationRefused(f"Candidate #{candidate.id} was filtered out ({candidate.reason or 'unusable'}): "
-                                    "it cannot be posted anyway.")
+            reason = (candidate.reason or "unusable").replace("_", " ")
+            raise ModerationRefused(f"Candidate #{candidate.id} was filtered out ({reason}): it cannot be posted "
+                                    "anyway.")
         post = await session.scalar(select(Post).where(Post.candidate_id == candidate.id, Post.deleted_at.is_(None),
                                                        Post.status != "failed").order_by(Post.id))
         if post is None:
