@@ -16,7 +16,7 @@ from typing import TextIO
 
 import argcomplete
 
-from chatbot import health, plot_cli, publish_cli, storage_cli
+from chatbot import export_cli, health, plot_cli, publish_cli, storage_cli, votes_cli
 from chatbot.app import generate_logged, open_sampler, run_bot, train_default_if_missing, training_report
 from chatbot.arguments import Parser, add_sampling_arguments, positive_int
 from chatbot.config import Settings, load_settings
@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     storage_cli.add_commands(commands)
     publish_cli.add_commands(commands)
     plot_cli.add_commands(commands)
+    export_cli.add_commands(commands)
+    votes_cli.add_commands(commands)
     return parser
 
 
@@ -184,7 +186,9 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", type=Path, required=True, help="text file, folder of .txt files, or CSV file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--corpus", type=Path, help="text file, folder of .txt files, or CSV file")
+    votes_cli.add_train_argument(source)
     p.add_argument("--base", default="tiny", help="tiny (from scratch, default), gpt2, gpt2-medium, gpt2-large, "
                    "gpt2-xl, 124M/355M/774M/1558M, or a folder (Hugging Face, OpenAI models/124M, gpt-2-simple "
                    "checkpoint/run1)")
@@ -222,6 +226,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], help="learning rate over the run: "
                    "constant (default), or decaying to 0 at the last step (needs --steps or --epochs)")
     p.add_argument("--warmup-steps", type=int, help="raise the learning rate linearly over the first N steps (0: off)")
+    p.add_argument("--lora", action="store_true", default=None, help="train LoRA adapters beside the frozen base "
+                   "instead of all its weights: far less memory (needs a pretrained --base)")
+    p.add_argument("--lora-rank", type=positive_int, help="with --lora: the adapters' rank (default: 8; at most the "
+                   "base's width)")
+    p.add_argument("--lora-alpha", type=float, help="with --lora: they are scaled by alpha / rank (default: twice the "
+                   "rank)")
+    p.add_argument("--lora-dropout", type=float, help="with --lora: dropout on their input (default: 0.05)")
+    p.add_argument("--merge", type=Path, metavar="OUTPUT", help="with --lora: at the end, also write the run merged "
+                   "into its base as a plain Hugging Face folder (as `proverbot export RUN --merge OUTPUT`)")
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -259,18 +272,21 @@ def cmd_config(args) -> None:
 def cmd_train(args) -> ExitCode:
     """Train; after Ctrl-C or SIGTERM the checkpoint is saved and the status is 130 or 143. Under torchrun rank 0
     alone prints the report, and an error in the options (every process meets the same one, before they connect)."""
+    if args.from_votes:
+        return votes_cli.cmd_train_from_votes(args)
     from model import distributed
     from model.train import make_config, train
 
     world = distributed.from_env()
     try:
         settings = load_settings()
-        options = {k: v for k, v in vars(args).items() if k not in ("func", "verbose", "base")}
+        options = {k: v for k, v in vars(args).items() if k not in ("func", "verbose", "base", "merge")}
         options["corpus"] = str(options["corpus"])
         options["checkpoint_dir"] = options["checkpoint_dir"] or str(settings.checkpoint_dir)
         options["max_corpus_mb"] = options["max_corpus_mb"] or settings.max_corpus_mb
         cfg = make_config(args.base, **options)
         distributed.check_batch(world, cfg.batch_size)
+        export_cli.check_merge_option(args)
     except ProverbotError:
         if world.is_main:
             raise
@@ -278,6 +294,7 @@ def cmd_train(args) -> ExitCode:
     result = train(cfg)
     if world.is_main:
         print(training_report(result))
+        export_cli.merge_after_training(args, result)
     return stopped(result.stopped) if result.stopped in STOPPED else ExitCode.OK
 
 

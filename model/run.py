@@ -182,6 +182,39 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu", dtype: str 
                dtype=dtype)
 
 
+def export_merged(folder: Path, output: Path) -> str:
+    """A LoRA run's base and adapter merged into `output`: a plain Hugging Face GPT-2 folder (no LoRA weights) that
+    transformers, vLLM and the other servers load as it is, and a proverbot run too. It is written into a folder
+    beside `output` and renamed into place, so it is never half written. Returns its checkpoint id.
+
+    export_merged(Path("checkpoints/mybot"), Path("merged/mybot"))    # then: vllm serve merged/mybot
+    """
+    if not (folder / ADAPTER).is_file():
+        raise ModelError(f"Run {folder.name!r} has no LoRA adapter, so there is nothing to merge: it is a plain "
+                         f"Hugging Face folder already (load or copy {folder} as it is).")
+    check_export_output(output)
+    run = load_run(folder)
+    meta = {key: run.meta[key] for key in ("base", "corpus", "step") if key in run.meta}
+    partial = output.parent / f".{output.name}.partial-{os.getpid()}"
+    try:
+        checkpoint_id = save_run(Run(partial, run.model, run.tokenizer, run.separator, run.blocks,
+                                     {**meta, "merged_from": str(folder.resolve())}))
+        os.rename(partial, output)  # onto an empty folder too
+    except OSError as err:
+        raise ModelError(f"Cannot write {output} ({err.strerror or err}).") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return checkpoint_id
+
+
+def check_export_output(output: Path) -> None:
+    """A merged run goes into a new or empty folder whose parent exists; anything else is one line, before any work."""
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ModelError(f"{output} already exists and is not an empty folder: name a new folder for the merged run.")
+    if not output.parent.is_dir():
+        raise ModelError(f"Cannot write {output}: the folder {output.parent} does not exist; create it first.")
+
+
 def load_weights(folder: Path, config: GPT2Config, dtype: torch.dtype) -> GPT2LMHeadModel:
     """The model in model.safetensors (with generation_config.json); a weight missing from the file or of
     another shape than `config` says is an error, not a silently random weight."""

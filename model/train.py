@@ -181,7 +181,7 @@ def _lora_problems(cfg: TrainConfig) -> list[str]:
     """LoRA's options: only with lora, in range, on a pretrained base (the layer width is checked by lora.wrap)."""
     given = [name for name in ("lora_rank", "lora_alpha", "lora_dropout") if getattr(cfg, name) is not None]
     if not cfg.lora:
-        return [f"{' and '.join(given)} need lora (--lora)"] if given else []
+        return [f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} lora (--lora)"] if given else []
     checks = [
         (cfg.base != "tiny", "lora fine-tunes a pretrained base (--base gpt2, a folder or a run): base tiny trains "
          "from scratch"),
