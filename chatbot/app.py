@@ -13,6 +13,7 @@ vote, post, every step logged) is the core's (chatbot/core.py, chatbot/posting.p
 
 import asyncio
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -95,7 +96,9 @@ def sampler_server(settings: Settings):
 
 
 def training_report(result) -> str:
-    """What a finished training says: where, how far, how well."""
+    """What a finished training says: where, how far, how well, and where its loss curves are."""
+    from model.metrics import METRICS
+
     val = f", validation loss {result.val_loss:.3f}" if result.val_loss is not None else ""
     job = (f" for the whole job ({result.processes} processes, global batch {result.batch_size})"
            if result.processes > 1 else "")
@@ -104,6 +107,10 @@ def training_report(result) -> str:
     if result.usable_rate is not None:
         report += (f"\nSamples at temperature 0.8: {result.usable_rate:.0%} usable, {result.copy_rate:.0%} exact "
                    "copies of a training text.")
+    if (result.folder / METRICS).is_file():
+        command = shlex.join(["proverbot", "plot", result.folder.name, "--checkpoint-dir", str(result.folder.parent)])
+        report += (f"\nLoss curves: {result.folder / METRICS}; draw them with `{command}` (writes "
+                   f"{result.folder / 'curves.png'}; --output picks another file).")
     return report
 
 
