@@ -100,7 +100,7 @@ def where(post: Post) -> str:
 def refusal(post: Post) -> AlreadyPosted | PostInProgress:
     if post.status == "posted" and post.deleted_at is not None:
         return AlreadyPosted(f"That text was posted on {post.platform} and withdrawn ({withdrawn(post)}; post "
-                             f"#{post.id}): it is not posted there again.", post.id, post.platform, None,
+                             f"#{post.id}): it is not posted there again.", post.id, post.platform, post.url,
                              post.remote_id)
     if post.status == "posted":
         return AlreadyPosted(f"That text was already posted on {post.platform}: {where(post)} (post #{post.id}, "

@@ -9,6 +9,9 @@ GET  /xrpc/com.atproto.identity.resolveHandle   the DID, or 400 "Unable to resol
 POST /xrpc/com.atproto.repo.createRecord        stores the record under its rkey; `fake.failures` answer the next
                                                 ones first; `fake.lose_answers` records are stored but answered 502
 GET  /xrpc/com.atproto.repo.getRecord           the record, or 400 RecordNotFound
+POST /xrpc/com.atproto.repo.deleteRecord        removes the record (as a PDS does, also when there is none: 200);
+                                                `fake.deleted` lists the rkeys, in order; `fake.delete_failures`
+                                                answer the next ones first
 Calls other than the login's and resolveHandle need `Authorization: Bearer <accessJwt>`.
 `fake.echo` (an Echo): a hostile PDS that answers requests with an error echoing them (password or token included).
 """
@@ -55,6 +58,8 @@ class FakeBluesky(FakeServer):
         self.access = jwt({"scope": "com.atproto.appPass", "sub": DID, "iat": now, "exp": now + 7200})
         self.records: dict[str, dict] = {}      # rkey -> record
         self.failures: deque[Reply] = deque()
+        self.delete_failures: deque[Reply] = deque()
+        self.deleted: list[str] = []            # the rkeys of the records deleted, in order
         self.lose_answers = 0
         self.echo: Echo | None = None
 
@@ -75,6 +80,8 @@ class FakeBluesky(FakeServer):
                                "followsCount": 0, "postsCount": len(self.records)})
         if method == "com.atproto.repo.createRecord":
             return self.create_record(request.json())
+        if method == "com.atproto.repo.deleteRecord":
+            return self.delete_record(request.json())
         if method == "com.atproto.repo.getRecord":
             return self.get_record(request.args()["rkey"])
         return xrpc_error(501, "MethodNotImplemented", f"{method} is not served by the fake")
@@ -100,6 +107,15 @@ class FakeBluesky(FakeServer):
             return UNAVAILABLE
         return Reply(200, {"uri": f"at://{DID}/app.bsky.feed.post/{rkey}", "cid": CID,
                            "commit": {"cid": CID, "rev": "3l3qo2vuowo2b"}, "validationStatus": "valid"})
+
+    def delete_record(self, body: dict) -> Reply:
+        if self.delete_failures:
+            return self.delete_failures.popleft()
+        if body["repo"] != DID or body["collection"] != "app.bsky.feed.post":
+            return xrpc_error(400, "InvalidRequest", "wrong repo or collection")
+        self.records.pop(body["rkey"], None)
+        self.deleted.append(body["rkey"])
+        return Reply(200, {"commit": {"cid": CID, "rev": "3l3qo2vuowo2c"}})
 
     def get_record(self, rkey: str) -> Reply:
         if rkey not in self.records:

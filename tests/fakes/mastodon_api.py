@@ -6,6 +6,9 @@
 POST /api/v1/statuses                  form field `status`; 200 with a Status; an Idempotency-Key seen before returns
                                        the status it created; `fake.failures` answer the next posts first;
                                        `fake.lose_answers` posts are created but answered 503
+DELETE /api/v1/statuses/ID             200 with the deleted Status (and its `text`), the status gone
+                                       (`fake.deleted` lists the ids, in order); 404 for one it does not hold;
+                                       `fake.delete_failures` answer the next deletes first
 GET  /api/v1/accounts/verify_credentials   the account (CredentialAccount)
 GET  /api/v1/instance, /api/v2/instance    instance documents (Mastodon.py asks for them only for version checks)
 A missing or wrong bearer token is a 401 {"error": "The access token is invalid"}.
@@ -41,6 +44,8 @@ class FakeMastodon(FakeServer):
         self.statuses: dict[str, dict] = {}     # id -> status
         self.by_key: dict[str, str] = {}        # Idempotency-Key -> status id
         self.failures: deque[Reply] = deque()
+        self.delete_failures: deque[Reply] = deque()
+        self.deleted: list[str] = []            # the ids of the statuses deleted, in order
         self.lose_answers = 0
         self.echo: Echo | None = None
 
@@ -56,6 +61,8 @@ class FakeMastodon(FakeServer):
             return Reply(200, {**ACCOUNT, "source": {"privacy": "public", "note": "", "fields": []}})
         if request.route == "POST /api/v1/statuses":
             return self.post(request)
+        if request.method == "DELETE" and request.path.startswith("/api/v1/statuses/"):
+            return self.delete(request.path.removeprefix("/api/v1/statuses/"))
         return Reply(404, {"error": "Record not found"})
 
     def post(self, request: Request) -> Reply:
@@ -78,6 +85,15 @@ class FakeMastodon(FakeServer):
             self.lose_answers -= 1
             return UNAVAILABLE
         return Reply(200, self.statuses[status_id])
+
+    def delete(self, status_id: str) -> Reply:
+        if self.delete_failures:
+            return self.delete_failures.popleft()
+        status = self.statuses.pop(status_id, None)
+        if status is None:
+            return Reply(404, {"error": "Record not found"})
+        self.deleted.append(status_id)
+        return Reply(200, {**status, "text": status["content"][3:-4]})
 
     def texts(self) -> list[str]:
         return [status["content"][3:-4] for status in self.statuses.values()]

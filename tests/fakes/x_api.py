@@ -7,6 +7,8 @@
 POST /2/tweets       201 {"data": {"id", "text", "edit_history_tweet_ids"}}; 403 duplicate content for a text this
                      account posted; `fake.failures` (Replies) answer the next creates first; `fake.lose_answers`
                      creates post the tweet but answer 503 (X did it, the answer was lost)
+DELETE /2/tweets/ID  200 {"data": {"deleted": true}} and the tweet is gone (`fake.deleted` lists the ids, in
+                     order), 404 for a tweet it does not hold; `fake.delete_failures` answer the next deletes first
 GET /2/users/me      200 {"data": {"id", "name", "username"}}
 POST /oauth2/token   the app-only token: 200 when HTTP Basic carries the consumer key and secret, else 403
 Any request under /2/ with a bad OAuth 1.0a signature, consumer key or token is a 401, X's shape.
@@ -65,6 +67,8 @@ class FakeX(FakeServer):
         self.keys = (consumer_key, consumer_secret, access_token, access_token_secret)
         self.tweets: dict[str, str] = {}        # id -> text
         self.failures: deque[Reply] = deque()
+        self.delete_failures: deque[Reply] = deque()
+        self.deleted: list[str] = []            # the ids of the tweets deleted, in order
         self.lose_answers = 0
         self.verified = 0                       # requests whose signature checked out
         self.echo: Echo | None = None
@@ -81,6 +85,8 @@ class FakeX(FakeServer):
             return Reply(200, {"data": USER})
         if request.route == "POST /2/tweets":
             return self.create(request.json()["text"])
+        if request.method == "DELETE" and request.path.startswith("/2/tweets/"):
+            return self.delete(request.path.removeprefix("/2/tweets/"))
         return problem(404, "Not Found Error", f"no route {request.route} in the fake")
 
     def create(self, text: str) -> Reply:
@@ -94,6 +100,14 @@ class FakeX(FakeServer):
             self.lose_answers -= 1
             return UNAVAILABLE
         return Reply(201, {"data": {"id": tweet_id, "text": text, "edit_history_tweet_ids": [tweet_id]}})
+
+    def delete(self, tweet_id: str) -> Reply:
+        if self.delete_failures:
+            return self.delete_failures.popleft()
+        if self.tweets.pop(tweet_id, None) is None:
+            return problem(404, "Not Found Error", f"Could not find tweet with id: [{tweet_id}].")
+        self.deleted.append(tweet_id)
+        return Reply(200, {"data": {"deleted": True}})
 
     def signed(self, request: Request) -> bool:
         """An OAuth 1.0a HMAC-SHA1 signature made with this account's four keys."""
