@@ -23,9 +23,10 @@ held across sampling or a network call. On SQLite writes begin IMMEDIATE and wai
 
 Several bot processes share one log (Discord shards, Slack behind a load balancer, a rolling restart). The one rule
 (`stale`): a pending post or generation is stale when its owner's lease (3 of the owner's heartbeats past its last
-beat) ran out (SIGKILLed) or the owner is gone (stopped), or when it has no owner (a CLI command's, or a row older
-than revision 0004) and was last touched before a cutoff: at a bot's start every unowned row, for a CLI command only
-those older than the longest they can take. A live process's rows are never touched.
+beat) ran out (SIGKILLed) or the owner is gone (stopped), or when it has no owner (a row older than revision 0004,
+or of a program that registered no process; the CLI commands that post register like a bot) and was last touched
+before a cutoff: at a bot's start every unowned row, for a CLI command only those older than the longest they can
+take. A live process's rows are never touched.
 """
 
 import asyncio

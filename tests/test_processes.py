@@ -45,14 +45,14 @@ async def started(url: str, recover: bool = True) -> Database:
 
 async def test_a_live_process_keeps_its_pending_rows_when_another_starts_and_beats(url):
     first = await started(url)
-    cli = await started(url, recover=False)     # a CLI command: registers nothing
+    cli = await started(url, recover=False)     # a program that registers no process (or a row before 0004)
     second = None
     try:
         me = await first.register_process()
         post = await first.begin_post("x", text="in flight")
         gid = await first.record_generation("discord", channel_id="c1")
         assert post.owner_id == me and (await first.get_generation(gid)).owner_id == me
-        by_cli = await cli.begin_post("x", text="a CLI post in flight")
+        by_cli = await cli.begin_post("x", text="an unowned post")
         assert by_cli.owner_id is None
 
         second = await started(url)                 # a bot's start settles what has no owner, not a live bot's
@@ -103,6 +103,29 @@ async def test_each_process_keeps_the_lease_of_its_own_heartbeat(url):
     finally:
         await quick.close()
         await slow.close()
+
+
+async def test_a_cli_post_in_flight_is_left_alone_by_a_bot_that_starts(url, monkeypatch):
+    from chatbot.app import cli_log, open_log
+
+    monkeypatch.setenv("PROVERBOT_DATABASE_URL", url)
+    monkeypatch.setenv("PROVERBOT_HEARTBEAT_S", str(BEAT))
+    settings = load_settings()
+    async with cli_log(settings) as cli:        # `proverbot tweet` or `post`, its post in flight
+        post = await cli.begin_post("x", text="a CLI post in flight")
+        assert post.owner_id == cli.process_id is not None
+        bot = await open_log(settings)
+        try:
+            assert (await bot.get_post(post.id)).status == "pending"
+            assert await bot.beat() == 0
+        finally:
+            await bot.close()
+        await cli.settle_post(post.id, "posted", remote_id="1", url="https://x.com/p/1")
+    reader = await started(url, recover=False)
+    try:
+        assert (await reader.get_post(post.id)).status == "posted"
+    finally:
+        await reader.close()
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "soon", "7200"])

@@ -1,11 +1,14 @@
 """Exactly once: a `proverbot post` killed (SIGKILL) after X received the post and before the log settled it leaves the
-post pending, then "unknown" once the bot starts; nothing posts it again, and X received exactly one create."""
+post pending (the command registered its process, like a bot), then "unknown" once its lease ran out and the bot
+starts; nothing posts it again, and X received exactly one create."""
 
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 
@@ -63,6 +66,8 @@ def test_killed_mid_post_becomes_unknown_and_is_never_posted_again(fake, tmp_pat
     code, err = post_again(fake, url)       # the post is still pending: refused, not sent
     assert code == 1 and "is being posted on x right now" in err and "Traceback" not in err
 
+    with closing(sqlite3.connect(tmp_path / "log.db")) as log, log:  # its lease runs out (here: without the wait)
+        log.execute("UPDATE processes SET lease_until = '2000-01-01 00:00:00.000000'")
     unknown, post = asyncio.run(bot_start(url))
     assert unknown == 1 and (post.status, post.platform, post.text) == ("unknown", "x", TEXT)
 
