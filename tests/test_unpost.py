@@ -3,9 +3,11 @@ publishers against their loopback fakes, and the dry run), then marked withdrawn
 when; through the console, Discord and Slack front ends and the command line. Whatever is refused sends nothing
 and marks nothing."""
 
+import asyncio
 import io
 import json
 import re
+from dataclasses import replace
 
 import pytest
 from atproto_core.uri import AtUri
@@ -14,10 +16,11 @@ from chatbot.cli import main
 from chatbot.context import Context
 from chatbot.core import Core, ModelInfo
 from chatbot.frontends.console import Console
+from chatbot.posting import UnpostFailed
 from chatbot.publishers import twitter
 from chatbot.publishers.dryrun import DryRunPublisher
 from chatbot.publishers.registry import Publishers
-from storage import AlreadyPosted
+from storage import AlreadyPosted, NotWithdrawable
 from tests.fakes.bluesky_api import FakeBluesky, xrpc_error
 from tests.fakes.discord_api import MANAGE_GUILD, FakeDiscord
 from tests.fakes.loopback import Reply, guard_network
@@ -115,6 +118,19 @@ async def test_a_withdrawn_text_is_not_posted_there_again(core, db, fakes):
     assert refused.value.url == posted.url
     assert [post.id for post in await db.history("posts")] == [1] and len(fakes["mastodon"].received(
         "POST /api/v1/statuses")) == 1
+
+
+@SESSION_LOOP
+async def test_two_moderators_at_once_withdraw_it_once(core, db, fakes):
+    await core.post(ADA, text=TEXT, to="mastodon")
+    bob = replace(ADA, user_id="bob", user_name="bob")
+    results = await asyncio.gather(core.unpost(ADA, 1), core.unpost(bob, 1), return_exceptions=True)
+    [done] = [result for result in results if not isinstance(result, BaseException)]
+    [refused] = [result for result in results if isinstance(result, BaseException)]
+    assert isinstance(refused, UnpostFailed | NotWithdrawable)   # the platform no longer has it, or the log says so
+    assert len(fakes["mastodon"].deleted) == 1
+    assert (await db.get_post(1)).deleted_by_name == done.deleted_by_name
+    assert len([entry for entry in await unposts(db) if " deleted: " in entry.detail]) == 1
 
 
 # --- refused before anything is sent ------------------------------------------------------------------------------
