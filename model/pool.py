@@ -117,8 +117,8 @@ class Pool:
         folder = self.checkpoint_dir / name
         size = (folder / WEIGHTS).stat().st_size
         if size > self.budget:
-            raise ModelError(f"Run {name} needs about {size / MB:,.0f} MB, more than model_memory_mb "
-                             f"({self.budget / MB:,.0f} MB) allows: raise model_memory_mb to serve it.")
+            raise ModelError(f"Run {name} needs about {size / MB:,.1f} MB, more than model_memory_mb = "
+                             f"{self.budget / MB:g} allows: raise model_memory_mb to serve it.")
         while self._runs and sum(e.size for n, e in self._runs.items() if n != name) + size > self.budget:
             self._unload(next(n for n in self._runs if n != name))
         sampler = self._open_run(folder)
