@@ -23,7 +23,8 @@ class ChannelsAPI(DatabaseCore):
         async with self._write() as session:
             row = await session.scalar(self._channel(select(ChannelRun), platform, channel_id, server_id))
             if row is None:
-                row = ChannelRun(platform=platform, server_id=clip(server_id or "", 64), channel_id=clip(channel_id, 64))
+                row = ChannelRun(platform=platform, server_id=clip(server_id or "", 64),
+                                 channel_id=clip(channel_id, 64))
                 session.add(row)
             before = row.run_name
             row.run_name, row.set_at = clip(run_name, 200), at

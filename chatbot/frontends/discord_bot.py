@@ -16,6 +16,7 @@ rules, settings and serving are in chatbot/frontends/discord_setup.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zoneinfo
 
@@ -28,6 +29,7 @@ from chatbot.core import COUNT, LENGTH, MAX_PREFIX, MAX_WORD, TEMPERATURE, WINDO
 from chatbot.frontends import flows
 from chatbot.frontends.common import NotAllowed, vote_hint
 from chatbot.frontends.discord_setup import MESSAGES, NO_PINGS, DiscordClient, DiscordOptions, check_may_post, quote
+from model.runinfo import list_runs
 from proverbot_errors import ProverbotError
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,8 @@ class Proverbs(commands.Cog):
 
     schedule = app_commands.Group(name="schedule", description="Post the top-voted of a daily batch here.",
                                   allowed_contexts=app_commands.AppCommandContext(guild=True))
+    models = app_commands.Group(name="model", description="The trained runs this bot samples from.",
+                                allowed_contexts=app_commands.AppCommandContext(guild=True))
     blocklist = app_commands.Group(name="blocklist", description="Words that drop candidates, at once (moderators).",
                                    allowed_contexts=app_commands.AppCommandContext(guild=True))
 
@@ -107,16 +111,44 @@ class Proverbs(commands.Cog):
         return (DiscordChannel(self.bot, context(interaction), interaction.followup),
                 DiscordReply(interaction, self.options))
 
+    async def run_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """Autocomplete for a run: the trained runs of checkpoint_dir (none with an inference server)."""
+        if self.core.runs is None:
+            return []
+        names = await asyncio.to_thread(list_runs, self.core.runs.checkpoint_dir)
+        return [app_commands.Choice(name=name, value=name) for name in names
+                if len(name) <= 100 and current.lower() in name.lower()][:25]
+
     @app_commands.command(description="Sample candidates from the model; vote for them with reactions.")
     @app_commands.describe(prefix="Text the candidates start with", temperature="Higher is wilder (default 0.7)",
-                           count="How many candidates to show", length="At most this many tokens per candidate")
+                           count="How many candidates to show", length="At most this many tokens per candidate",
+                           run="The trained run to sample from, this once (default: this channel's)")
+    @app_commands.autocomplete(run=run_names)
     @app_commands.guild_only()
     async def proverb(self, interaction: discord.Interaction,
                       prefix: app_commands.Range[str, 1, MAX_PREFIX] | None = None,
                       temperature: app_commands.Range[float, *TEMPERATURE] | None = None,
                       count: app_commands.Range[int, *COUNT] | None = None,
-                      length: app_commands.Range[int, *LENGTH] | None = None) -> None:
-        await flows.ask(self.core, *self.here(interaction), prefix or "", temperature, count, length)
+                      length: app_commands.Range[int, *LENGTH] | None = None,
+                      run: app_commands.Range[str, 1, 100] | None = None) -> None:
+        await flows.ask(self.core, *self.here(interaction), prefix or "", temperature, count, length, run)
+
+    @models.command(name="list", description="The trained runs (step, base, date); this channel's and loaded marked.")
+    async def model_list(self, interaction: discord.Interaction) -> None:
+        await flows.model_list(self.core, *self.here(interaction))
+
+    @models.command(name="use", description="Sample from this run in this channel from now on.")
+    @app_commands.describe(run="A trained run, as /model list shows it")
+    @app_commands.autocomplete(run=run_names)
+    async def model_use(self, interaction: discord.Interaction, run: app_commands.Range[str, 1, 100]) -> None:
+        await flows.model_use(self.core, *self.here(interaction), run)
+
+    @models.command(name="reload", description="Load a run's newest checkpoint now (default: this channel's run).")
+    @app_commands.describe(run="A trained run (default: this channel's)")
+    @app_commands.autocomplete(run=run_names)
+    async def model_reload(self, interaction: discord.Interaction,
+                           run: app_commands.Range[str, 1, 100] | None = None) -> None:
+        await flows.model_reload(self.core, *self.here(interaction), run)
 
     # --- votes -----------------------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 COMMANDS = ("/proverb", "/votes", "/post", "/unpost", "/history", "/proverb-status", "/schedule",  # slack/manifest.yml
-            "/veto", "/blocklist")
+            "/veto", "/blocklist", "/model")
 
 
 def context(command: dict) -> Context:
