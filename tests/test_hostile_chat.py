@@ -9,11 +9,13 @@ import io
 import os
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime
 
 import pytest
 
 from chatbot.frontends.common import MAX_COMMAND
 from chatbot.frontends.console import Console
+from chatbot.frontends.flows import BLOCKLIST_USAGE
 from storage import NewCandidate
 from tests.fakes.discord_api import CHANNEL_ID, MANAGE_GUILD, FakeDiscord
 from tests.fakes.slack_api import CHANNEL, fake_slack
@@ -29,6 +31,10 @@ NOT_A_NUMBER = "is not a candidate number: give e.g. 1 (latest batch) or #12 (st
 UNKNOWN_ZONE = ("Time zone '../../etc/passwd' is unknown: use an IANA name such as Europe/Paris, America/New_York or "
                 "UTC.")
 ASKED_FOR_EVERYONE = "ada asked for “@\u200beveryone"
+VETOED_AT = "2030-01-01 00:00 UTC"
+WHICH_WORD = "Which word? Give one, e.g. /blocklist add darn (a short phrase works too)."
+NOT_A_WORD = "A blocked word holds letters, digits, spaces, hyphens and apostrophes only,"
+AT_MOST_50 = "a blocked word or phrase has at most 50."
 
 
 def not_here(named: str) -> str:
@@ -77,6 +83,30 @@ CONSOLE = [
     ("/schedule daily time:09:30 timezone:../../etc/passwd", f"Sorry: {UNKNOWN_ZONE}"),
     ("/votes please", "Sorry: /votes takes no arguments."),
     ("/vote" + " " * 900, "Sorry: Which candidate? Give its number in the latest batch, e.g. /vote 1."),
+    # issue 15: /veto and /blocklist (the console's user is the operator, a moderator)
+    ("/veto 7", "Sorry: There is no candidate 7 in the latest batch (it has 1 to 1)."),
+    ("/veto #{other}", not_here("{other}")),
+    ("/veto #{vetoed}", f"Sorry: Candidate #{{vetoed}} was already vetoed by mod ({VETOED_AT}): a veto is final."),
+    ("/veto #{posted}", ("Sorry: Candidate #{posted} is already posted on dryrun (post #{post}): a veto cannot take it "
+                         "back; /unpost #{post} withdraws it.")),
+    ("/veto #{rejected}", "Sorry: Candidate #{rejected} was filtered out (blocked word): it cannot be posted anyway."),
+    ("/vote #{vetoed}", f"Sorry: Candidate #{{vetoed}} was vetoed by mod ({VETOED_AT}) and can never be voted for."),
+    ("/post #{vetoed}", f"Sorry: Candidate #{{vetoed}} was vetoed by mod ({VETOED_AT}) and can never be posted."),
+    ("/veto", "Sorry: Which candidate? Give its number in the latest batch, e.g. /veto 1."),
+    ("/veto 1 2", "Sorry: Give one candidate: its number in the latest batch, or #ID."),
+    ("/blocklist add", f"Sorry: {WHICH_WORD}"),
+    ("/blocklist add '   '", f"Sorry: {WHICH_WORD}"),
+    ("/blocklist remove", f"Sorry: {WHICH_WORD}"),
+    ("/blocklist add " + "x" * 51, f"Sorry: That word is 51 characters long; {AT_MOST_50}"),
+    ("/blocklist add " + "é" * 900, f"Sorry: That word is 900 characters long; {AT_MOST_50}"),
+    ("/blocklist add <@123456>", f"Sorry: {NOT_A_WORD} not '<' (U+003C)."),
+    ("/blocklist add @everyone", f"Sorry: {NOT_A_WORD} not '@' (U+0040)."),
+    ("/blocklist add https://x.invalid", f"Sorry: {NOT_A_WORD} not ':' (U+003A)."),
+    ("/blocklist add 'dar\x1bn'", f"Sorry: {NOT_A_WORD} not '\\x1b' (U+001B)."),
+    ("/blocklist add ---", "Sorry: A blocked word needs at least one letter or digit."),
+    ("/blocklist show all", "Sorry: /blocklist show takes no arguments."),
+    ("/blocklist", f"Sorry: {BLOCKLIST_USAGE}"),
+    ("/blocklist drop darn", f"Sorry: {BLOCKLIST_USAGE}"),
 ]
 
 
@@ -84,7 +114,8 @@ def log_rows() -> dict[str, int]:
     path = os.environ["PROVERBOT_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
     with closing(sqlite3.connect(path)) as log:
         return {table: log.execute(f"select count(*) from {table}").fetchone()[0]
-                for table in ("generations", "candidates", "votes", "posts", "schedules", "audit_log")}
+                for table in ("generations", "candidates", "votes", "posts", "schedules", "audit_log",
+                              "blocked_words")}
 
 
 async def batch(db, platform: str, channel: str, *candidates: NewCandidate) -> list[int]:
@@ -94,13 +125,20 @@ async def batch(db, platform: str, channel: str, *candidates: NewCandidate) -> l
 
 
 async def candidates(db, platform: str, channel: str) -> dict[str, int]:
-    """{mine}, {rejected} and {empty} in that channel, {other} and {discord} elsewhere."""
+    """{mine}, {rejected} and {empty} in that channel's latest batch, {vetoed} and {posted} (as post #{post}) in an
+    earlier one there, {other} and {discord} elsewhere."""
+    vetoed, posted = await batch(db, platform, channel, NewCandidate("an old vetoed proverb"),
+                                 NewCandidate("an old posted proverb"))
+    await db.veto(vetoed, by_name="mod", at=datetime(2030, 1, 1, tzinfo=UTC))
+    post = await db.begin_post("dryrun", candidate_id=posted)
+    await db.settle_post(post.id, "posted", remote_id="1", url="https://dry-run.invalid/posts/1")
     mine, rejected, empty = await batch(db, platform, channel, NewCandidate("a fool and his money"),
                                         NewCandidate("the lord is", usable=False, reason="blocked_word"),
                                         NewCandidate("", usable=False, reason="empty"))
     other, = await batch(db, "console", "terminal-0ther0", NewCandidate("another console's proverb"))
     discord, = await batch(db, "discord", "1234", NewCandidate("a discord channel's proverb"))
-    return {"mine": mine, "rejected": rejected, "empty": empty, "other": other, "discord": discord}
+    return {"mine": mine, "rejected": rejected, "empty": empty, "other": other, "discord": discord, "vetoed": vetoed,
+            "posted": posted, "post": post.id}
 
 
 @pytest.mark.parametrize("line, answer", CONSOLE, ids=[f"{n}:{line[:40]!r}" for n, (line, _) in enumerate(CONSOLE)])
@@ -125,6 +163,11 @@ SLACK = [   # (command, its text, the answer: a refusal in full, or how a behavi
     ("/proverb-status", "now", "Sorry: /proverb-status takes no arguments."),
     ("/schedule", "daily time:09:30 timezone:../../etc/passwd", f"Sorry: {UNKNOWN_ZONE}"),
     ("/proverb", 'prefix:"@everyone <!here>" count:1', ASKED_FOR_EVERYONE + " &lt;!here&gt;”: ["),      # no ping
+    ("/veto", "#{vetoed}", f"Sorry: Candidate #{{vetoed}} was already vetoed by mod ({VETOED_AT}): a veto is final."),
+    ("/veto", "#{posted}", ("Sorry: Candidate #{posted} is already posted on dryrun (post #{post}): a veto cannot take "
+                            "it back; /unpost #{post} withdraws it.")),
+    ("/blocklist", "add <!channel>", f"Sorry: {NOT_A_WORD} not '<' (U+003C)."),
+    ("/blocklist", "add", f"Sorry: {WHICH_WORD}"),
 ]
 
 
@@ -162,6 +205,11 @@ DISCORD = [  # (command, its options, the answer: a refusal in full, or how a be
     ("proverb", {"temperature": float("nan")}, "Sorry: temperature must be a number from 0.1 to 2 (got nan)."),
     ("history", {"n": 99999999999}, "Sorry: n must be a whole number from 1 to 50 (got 99999999999)."),
     ("proverb", {"prefix": "@everyone <@&1100000000000000004>", "count": 1}, ASKED_FOR_EVERYONE),  # no ping
+    ("veto", {"candidate": "#{vetoed}"}, f"Sorry: Candidate #{{vetoed}} was already vetoed by mod ({VETOED_AT}): a "
+                                         "veto is final."),
+    ("veto", {"candidate": "#{posted}"}, ("Sorry: Candidate #{posted} is already posted on dryrun (post #{post}): a "
+                                          "veto cannot take it back; /unpost #{post} withdraws it.")),
+    ("veto", {"candidate": "#{other}"}, not_here("{other}")),
 ]
 
 

@@ -15,11 +15,14 @@ from chatbot.frontends.console import Console
 from chatbot.limits import Limits
 from chatbot.publishers.dryrun import DryRunPublisher
 from chatbot.scheduler import Scheduler
+from model.candidates import SampleRequest
 from model.filters import CandidateFilter, blocked_pattern
+from model.remote import Server, open_remote
 from storage import Database
 from tests.fakes.discord_api import CHANNEL_ID, MANAGE_GUILD, FakeDiscord
 from tests.fakes.slack_api import fake_slack
 from tests.test_discord import start_bot, stop_bot
+from tests.test_remote_sampler import answering
 from tests.test_scheduler import START, Announcements, FakeClock
 from tests.test_slack import command, make_bot
 
@@ -73,6 +76,16 @@ def test_blocked_words_match_whole_words_any_case_or_accents(word, text, blocked
     from_log = CandidateFilter([])
     for verdict in (from_config.check(text), from_log.check(text, (), blocked_pattern(frozenset({word})))):
         assert (verdict.reason == "blocked_word") is blocked, (word, text)
+
+
+def test_a_remote_sampler_drops_the_requests_blocked_words(trained_run):
+    completion = b'{"choices": [{"text": " early bird sings"}], "usage": {"completion_tokens": 4}}'
+    with answering(200, completion) as url:             # an OpenAI-compatible server, always the same text
+        remote = open_remote(Server(url, "tiny"), trained_run)
+        blocked = remote.candidates(SampleRequest(prefix="the", count=1, length=5, blocked_words=("Éarly",)))
+        kept = remote.candidates(SampleRequest(prefix="the", count=1, length=5))
+    assert not blocked.usable and {c.verdict.detail for c in blocked.rejected} == {'contains blocked word "early"'}
+    assert [c.text for c in kept.usable] == ["the early bird sings"]
 
 
 # --- /blocklist --------------------------------------------------------------------------------------------------
@@ -212,6 +225,24 @@ async def test_the_hourly_cap_is_told_in_slacks_private_acknowledgement(monkeypa
         for _ in range(2):                                      # U0ADA may post: a moderator, exempt
             await command(fake, bot, "/proverb", "count:3", user="U0ADA")
         assert len(await db.history("generations")) == 3
+
+
+@session_loop
+async def test_only_moderators_block_on_slack(monkeypatch, db, worker, sampler):
+    async with fake_slack(monkeypatch) as fake:
+        bot = make_bot(make_core(db, worker, sampler))
+        said = []
+        for user, text in [("U0EVE", "add darn"), ("U0EVE", "show"), ("U0ADA", "add Darn"), ("U0ADA", "show")]:
+            body, _ = await command(fake, bot, "/blocklist", text, user=user)
+            answer, = fake.answers(body)
+            said.append((answer["response_type"], answer["text"]))
+    refused = ("ephemeral", "Sorry: Posting and schedules are for workspace admins or the users in slack_post_users or "
+                            "members of S0POSTERS.")
+    assert said[:2] == [refused] * 2
+    assert said[2] == ("ephemeral", "Blocked “Darn”: candidates holding it (any case or accents) are dropped from "
+                                    "now on.")
+    assert said[3][0] == "ephemeral" and said[3][1].splitlines()[1].startswith("“Darn” (by ada, ")
+    assert [w.word for w in await db.blocked_words()] == ["Darn"]
 
 
 def test_the_limits_are_settings(monkeypatch):

@@ -66,7 +66,7 @@ def test_history_exports_json_and_csv_with_every_field(log, capsys):
     rows = json.loads(out)
     assert code == 0 and [r["text"] for r in rows] == ["second 🦉", "thou shalt, \"quoted\"\nand wrapped"]
     assert set(rows[0]) == {"id", "generation_id", "position", "text", "tokens", "chars", "usable", "reason", "detail",
-                            "message_id"}
+                            "message_id", "vetoed_at", "vetoed_by_id", "vetoed_by_name"}
     code, out, _ = run(capsys, "history", "--kind", "votes", "--json")
     [vote] = json.loads(out)
     assert (vote["user_name"], vote["emoji"], vote["removed_at"]) == ("Bob", "👍", None)
@@ -144,6 +144,30 @@ def test_errors_are_one_line_never_a_traceback(log, capsys, monkeypatch, setup, 
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("proverbot: error:") and message in err
     assert "Traceback" not in err and "secret" not in err
+
+
+def test_history_lists_moderators_actions_and_the_blocklist(log, capsys):
+    async def moderate():
+        db = Database(f"sqlite+aiosqlite:///{log}")
+        await db.start()
+        await db.veto(2, by_id="u9", by_name="Mod")
+        await db.block_word("Crème", "creme", by_id="u9", by_name="Mod")
+        await db.block_word("heck", "heck", by_id="u9", by_name="Mod")
+        assert await db.unblock_word("heck", by_id="u9", by_name="Mod") == "heck"
+        await db.close()
+
+    fill(log)
+    asyncio.run(moderate())
+    code, out, _ = run(capsys, "history", "--kind", "moderation", "--json")
+    assert code == 0 and [(e["action"], e["actor_name"], e["target"], e["detail"]) for e in json.loads(out)] == [
+        ("blocklist.remove", "Mod", "blocklist", "heck"), ("blocklist.add", "Mod", "blocklist", "heck"),
+        ("blocklist.add", "Mod", "blocklist", "Crème"), ("candidate.veto", "Mod", "candidate #2", "second 🦉")]
+    code, out, _ = run(capsys, "history", "--kind", "blocklist")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["id", "added_at", "added_by_name", "word"]
+    assert len(lines) == 2 and lines[1].split()[-2:] == ["Mod", "Crème"]
+    code, out, _ = run(capsys, "history", "--kind", "candidates")
+    assert "vetoed_by_name" in out.splitlines()[0] and "Mod" in out.splitlines()[1]
 
 
 def test_the_cli_lists_every_kind_of_history():
