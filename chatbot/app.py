@@ -226,7 +226,7 @@ async def run_bot(settings: Settings) -> None:
             frontends = chat_frontends(settings, core)
             helpers = [Scheduler(core, db, [frontend for frontend, _ in frontends]).run_forever()]
             if settings.health_file:
-                helpers.append(health.beat(settings.health_file, [frontend for frontend, _ in frontends]))
+                helpers.append(health.beat(settings.health_file, [frontend for frontend, _ in frontends], pool))
             await serve([serving for _, serving in frontends], helpers)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
