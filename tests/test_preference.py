@@ -1,11 +1,16 @@
 """Learning from the votes (issue 17): preference pairs from a hand-made log (a real SQLite file), `proverbot votes
 export`, and `proverbot train --from-votes` on the session's tiny model."""
 
+import asyncio
+import json
+import os
 from datetime import UTC, datetime
 
+import torch
 from sqlalchemy import update
 
 from storage.models import Candidate, Post
+from tests.conftest import PROVERBS
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -80,3 +85,95 @@ async def test_pairs_from_a_hand_made_log(db):
     assert shown(await db.preference_pairs("other")) == [("other a", "other b", 1)]
     assert len(await db.preference_pairs()) == len(pairs) + 1
     assert await db.preference_pairs("nobody") == []
+
+
+# -- tuning ------------------------------------------------------------------------------------------------------
+
+WORD = "he"     # the community's taste in these tests: sayings that start with "he"
+
+
+def taste_pairs(count: int, offset: int = 0) -> list[tuple[str, str, str]]:
+    """(prompt, chosen, rejected): a corpus saying starting with WORD over one that does not."""
+    from model.corpus import read_corpus
+
+    blocks = read_corpus(PROVERBS).blocks
+    liked = [b for b in blocks if b.startswith(WORD + " ")]
+    others = [b for b in blocks if not b.startswith(WORD + " ")]
+    return [("", liked[i], others[i]) for i in range(offset, offset + count)]
+
+
+def mean_margin(folder, pairs) -> float:
+    """How much likelier (log-probability) the model finds the chosen texts than the rejected ones, on average."""
+    from model.preference import encode, log_probs
+    from model.run import load_run
+
+    run = load_run(folder)
+    with torch.no_grad():
+        margins = [log_probs(run.model, [encode(run, p, c), encode(run, p, r)], run.tokenizer.eos_token_id)
+                   for p, c, r in pairs]
+    return sum((m[0] - m[1]).item() for m in margins) / len(margins)
+
+
+def voted_log(batches: int, checkpoint: str, run: str = "tiny") -> None:
+    """A log (the test's private SQLite file) of `batches` voted batches of `run`: in each, a saying that starts with
+    WORD got a vote and two others none (two pairs a batch)."""
+    from storage import Database
+
+    async def fill():
+        db = Database(os.environ["PROVERBOT_DATABASE_URL"])
+        await db.start()
+        try:
+            for _, chosen, rejected in taste_pairs(batches):
+                other = taste_pairs(1, offset=batches + len(chosen) % 7)[0][2]
+                ids = await batch(db, [rejected, chosen, other], run=run, checkpoint=checkpoint)
+                await votes(db, ids[1], 1)
+        finally:
+            await db.close()
+    asyncio.run(fill())
+
+
+def meta(folder) -> dict:
+    return json.loads((folder / "proverbot.json").read_text())
+
+
+def cli(capsys, *argv):
+    from chatbot.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_tuning_moves_a_learnable_preference(run_copy):
+    from model.preference import TuneConfig, tune
+
+    pairs, held_out = taste_pairs(24), taste_pairs(24, offset=30)
+    before = mean_margin(run_copy, held_out)
+    result = tune(run_copy, pairs, TuneConfig(device="cpu"), progress=False)
+    assert mean_margin(run_copy, held_out) > before + 1.0     # nats: sayings starting with "he" became likelier
+    assert result.prefers_after > result.prefers_before
+    assert (result.pairs, result.steps) == (24, 9)           # 3 epochs of 3 batches of 8
+
+
+def test_train_from_votes_saves_a_new_checkpoint_and_keeps_the_old(run_copy, capsys):
+    old = meta(run_copy)
+    voted_log(12, old["checkpoint_id"])
+    code, out, err = cli(capsys, "votes", "export", "--run-name", "tiny")
+    assert code == 0 and out.count("  chosen   [#") == 24 and out.rstrip().endswith("24 pairs from 12 batches.")
+    code, out, _ = cli(capsys, "votes", "export", "--json")
+    exported = json.loads(out)
+    assert len(exported) == 24 and exported[0]["chosen"].startswith(WORD + " ") and exported[0]["margin"] == 1
+
+    code, out, err = cli(capsys, "train", "--from-votes", "--run-name", "tiny", "--checkpoint-dir",
+                         str(run_copy.parent), "--device", "cpu")
+    assert code == 0, err
+    assert "on 24 preference pairs from 12 voted batches" in out
+    new = meta(run_copy)
+    assert new["checkpoint_id"] != old["checkpoint_id"]
+    assert new["checkpoints"][-2:] == [old["checkpoint_id"], new["checkpoint_id"]]   # still its tokenizer's lineage
+    assert new["votes"]["pairs"] == 24 and new["votes"]["batches"] == 12
+    assert new["votes"]["tuned_from"] == old["checkpoint_id"] and new["step"] == old["step"]
+    assert meta(run_copy / "before-votes")["checkpoint_id"] == old["checkpoint_id"]    # the previous one, loadable
+    assert (run_copy / "training_state.pt").is_file()                                 # corpus training resumes
+    assert not list(run_copy.glob(".*"))                                               # no staging left behind
