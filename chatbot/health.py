@@ -1,10 +1,12 @@
 """A heartbeat file for container health checks: the running bot writes it, `proverbot health` reads it.
 
-    await beat(Path("/data/proverbot.health"), frontends)      # in the bot, every BEAT seconds
-    check(Path("/data/proverbot.health"))                       # in HEALTHCHECK: ProverbotError if unhealthy
+    await beat(Path("/data/proverbot.health"), frontends, pool)  # in the bot, every BEAT seconds
+    check(Path("/data/proverbot.health"))                         # in HEALTHCHECK: ProverbotError if unhealthy
+    runs_line(Path("/data/proverbot.health"))                     # `proverbot doctor`: the runs the bot has loaded
 
 The file says when the bot's event loop last ran and whether each front end is connected, so a bot whose loop
-is stuck (no fresh beat) or whose chat connection is down (a front end not connected) is reported unhealthy.
+is stuck (no fresh beat) or whose chat connection is down (a front end not connected) is reported unhealthy. It
+also lists the runs the bot has in memory (model.pool.Pool), most recently used first.
 """
 
 from __future__ import annotations
@@ -21,17 +23,18 @@ BEAT = 30.0           # seconds between beats
 MAX_AGE = 3 * BEAT    # a beat older than this: the bot is stuck or gone
 
 
-async def beat(path: Path, frontends, interval: float = BEAT) -> None:
-    """Write the heartbeat every `interval` seconds until cancelled."""
+async def beat(path: Path, frontends, runs=None, interval: float = BEAT) -> None:
+    """Write the heartbeat every `interval` seconds until cancelled; runs: the model.pool.Pool, if any."""
     while True:
-        write(path, {frontend.platform: frontend.healthy() for frontend in frontends})
+        loaded = [f"{run.name} (checkpoint {run.checkpoint_id or 'unknown'})" for run in runs.loaded()] if runs else []
+        write(path, {frontend.platform: frontend.healthy() for frontend in frontends}, loaded)
         await asyncio.sleep(interval)
 
 
-def write(path: Path, connected: dict[str, bool]) -> None:
+def write(path: Path, connected: dict[str, bool], loaded: list[str] = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")
-    partial.write_text(json.dumps({"time": time.time(), "connected": connected}))
+    partial.write_text(json.dumps({"time": time.time(), "connected": connected, "loaded": list(loaded)}))
     os.replace(partial, path)                     # readers never see half a file
 
 
@@ -51,3 +54,15 @@ def check(path: Path, max_age: float = MAX_AGE) -> str:
     if down:
         raise ProverbotError(f"Not connected: {', '.join(down)}.")
     return f"healthy: heartbeat {age:.0f} s ago; connected: {', '.join(connected) or 'nothing'}."
+
+
+def runs_line(path: Path) -> str:
+    """The runs the running bot has loaded, as its heartbeat says, in one line (or why that cannot be said)."""
+    try:
+        check(path)
+        loaded = json.loads(path.read_text()).get("loaded", [])
+    except (ProverbotError, OSError, ValueError, AttributeError) as err:
+        return f"Loaded runs: unknown ({err})"
+    if not isinstance(loaded, list) or not all(isinstance(run, str) for run in loaded):
+        return f"Loaded runs: unknown (the heartbeat {path} lists them wrongly)."
+    return f"Loaded runs in the running bot: {', '.join(loaded) or 'none'}."

@@ -2,7 +2,7 @@
 
 proverbot doctor                       one cheap authenticated call per configured publisher, and GET /v1/models of
                                        sampler_url when set; says what works, never a secret; exit status 1 when one
-                                       fails
+                                       fails; with health_file set, the runs the running bot has loaded
 proverbot tweet [--prefix ...]         sample, filter, pick one (random among the usable, or --pick best), post it
                                        through the same checks as the bot, log it
 proverbot post --candidate ID | --text TEXT [--to NAME]    post by hand through the same checks
@@ -21,6 +21,7 @@ import random
 import sys
 from contextlib import asynccontextmanager
 
+from chatbot import health
 from chatbot.arguments import add_sampling_arguments, log_id, positive_int
 from chatbot.config import Settings, load_settings
 from chatbot.context import cli_context
@@ -83,6 +84,8 @@ def cmd_doctor(args) -> int:
 
     settings = load_settings()
     sampler_failed = check_sampler(settings)
+    if settings.health_file and not settings.sampler_url:   # the running bot's runs, as its heartbeat lists them
+        print(health.runs_line(settings.health_file))
     real = configured_publishers(settings)
     publishers = assemble(real, settings)
     if not real:

@@ -3,6 +3,7 @@
     scheduler = Scheduler(core, db, [console, discord_bot])    # the front ends serving their platforms' channels
     task = asyncio.create_task(scheduler.run_forever())
 
+A scheduled batch is sampled as any request in its channel: from the channel's run (/model use), else the default.
 Each occurrence is claimed in storage by compare-and-set (claim_due_schedules), so several bot processes on one
 database run it once, and a bot that was down for days runs a missed schedule once. Every run is its own task:
 one channel's voting window never holds up another's. Failures are announced in the channel and logged; they never

@@ -10,16 +10,19 @@ import io
 import os
 import shutil
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from chatbot import health
 from chatbot.app import open_pool
 from chatbot.config import load_settings
 from chatbot.context import Context
 from chatbot.core import BadRequest, Core, Defaults, ModelInfo
 from chatbot.frontends.console import Console
 from chatbot.publishers.dryrun import DryRunPublisher
+from chatbot.scheduler import Scheduler
 from model.errors import ModelError
 from model.pool import MB
 from model.runinfo import META, WEIGHTS, checkpoint_id
@@ -27,6 +30,7 @@ from model.train import train
 from model.worker import ModelWorker
 from storage import Database
 from tests.conftest import tiny_config
+from tests.test_scheduler import START, Announcements, FakeClock
 
 DEFAULTS = Defaults(count=2, length=12, batch_size=4)
 
@@ -224,3 +228,33 @@ async def test_with_an_inference_server_runs_are_the_servers_business(sampler):
             assert (await core.ask(channel("c1"))).candidates         # the server's model answers as before
     finally:
         await db.close()
+
+
+async def test_the_heartbeat_and_doctor_name_the_loaded_runs(runs, tmp_path):
+    path = tmp_path / "proverbot.health"
+    async with bot(runs) as (core, pool):
+        await core.ask(channel("c1"), run="beta")
+        beating = asyncio.create_task(health.beat(path, [], pool, interval=0.01))
+        try:
+            while not path.exists():
+                await asyncio.sleep(0.01)
+        finally:
+            beating.cancel()
+    alpha, beta = checkpoint_id(runs / "alpha"), checkpoint_id(runs / "beta")
+    assert health.runs_line(path) == (f"Loaded runs in the running bot: beta (checkpoint {beta}), "
+                                      f"alpha (checkpoint {alpha}).")
+    path.write_text('{"time": 0, "connected": {}}')
+    assert health.runs_line(path).startswith("Loaded runs: unknown (The last heartbeat is ")
+
+
+async def test_the_daily_schedule_samples_from_its_channels_run(runs):
+    here = Context("test", channel_id="c1", user_id="mod", user_name="mod")
+    async with bot(runs) as (core, pool):
+        await core.set_schedule(here, "09:00", at=START)
+        await core.use_run(here, "beta")
+        clock = FakeClock(START + timedelta(hours=2))
+        [task] = await Scheduler(core, core.db, [Announcements()], clock).run_due()
+        await clock.sleeping(1)                      # the batch is shown; its voting window runs
+        task.cancel()
+        [generation] = await core.db.history("generations", limit=5)
+    assert (generation.platform, generation.channel_id, generation.run_name) == ("test", "c1", "beta")
