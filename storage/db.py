@@ -26,7 +26,8 @@ Several bot processes share one log (Discord shards, Slack behind a load balance
 beat) ran out (SIGKILLed) or the owner is gone (stopped), or when it has no owner (a row older than revision 0004,
 or of a program that registered no process; the CLI commands that post register like a bot) and was last touched
 before a cutoff: at a bot's start every unowned row, for a CLI command only those older than the longest they can
-take. A live process's rows are never touched.
+take. A live process's rows are never touched. Leases are set and compared by one clock: PostgreSQL's own (bots on
+several hosts), the host's for a SQLite file; the cutoffs for unowned rows (minutes) use the host's.
 """
 
 import asyncio
@@ -162,10 +163,10 @@ class DatabaseCore:
         """Record this process and beat every heartbeat in the background until close(); returns its id."""
         if self.process_id is not None:
             raise RuntimeError("this process is already registered")
-        now = utcnow()
-        row = Process(host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, beat_at=now,
-                      lease_until=now + LEASE_BEATS * self.heartbeat)
         async with self._write() as session:
+            now = await self._clock(session)
+            row = Process(host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, beat_at=now,
+                          lease_until=now + LEASE_BEATS * self.heartbeat)
             session.add(row)
             await session.flush()
             self.process_id = row.id
@@ -176,7 +177,7 @@ class DatabaseCore:
         """One heartbeat: this process is alive; the pending rows of processes that stopped beating are settled.
         Returns how many posts became unknown."""
         async with self._write() as session:
-            now = utcnow()
+            now = await self._clock(session)
             await session.execute(update(Process).where(Process.id == self.process_id).values(
                 beat_at=now, lease_until=now + LEASE_BEATS * self.heartbeat))
         await self._fail_pending_generations(None)
@@ -217,11 +218,18 @@ class DatabaseCore:
         finally:
             await engine.dispose()
 
+    async def _clock(self, session: AsyncSession) -> datetime:
+        """Now for leases: the server's clock on PostgreSQL (bots on several hosts compare their leases by one clock),
+        this host's for a SQLite file (every process on it shares the host's clock)."""
+        if self.url.get_backend_name() != "postgresql":
+            return utcnow()
+        return aware(await session.scalar(select(func.now())))
+
     async def _mark_pending_unknown(self, unowned_before: datetime | None) -> int:
         """Stale pending posts (see `stale`) become unknown; returns how many."""
-        query = update(Post).where(Post.status == "pending",
-                                   stale(Post.owner_id, Post.updated_at, utcnow(), unowned_before))
         async with self._write() as session:
+            query = update(Post).where(Post.status == "pending", stale(
+                Post.owner_id, Post.updated_at, await self._clock(session), unowned_before))
             result = await session.execute(query.values(
                 status="unknown", updated_at=utcnow(),
                 last_error="proverbot stopped while posting: check the platform by hand"))
@@ -230,9 +238,9 @@ class DatabaseCore:
     async def _fail_pending_generations(self, unowned_before: datetime | None) -> int:
         """Stale pending generations (see `stale`) become failed: the process that sampled them stopped. Returns how
         many."""
-        query = update(Generation).where(Generation.status == "pending", stale(
-            Generation.owner_id, Generation.created_at, utcnow(), unowned_before))
         async with self._write() as session:
+            query = update(Generation).where(Generation.status == "pending", stale(
+                Generation.owner_id, Generation.created_at, await self._clock(session), unowned_before))
             result = await session.execute(query.values(
                 status="failed", finished_at=utcnow(), error="proverbot stopped while sampling"))
             return result.rowcount

@@ -128,6 +128,24 @@ async def test_a_cli_post_in_flight_is_left_alone_by_a_bot_that_starts(url, monk
         await reader.close()
 
 
+async def test_on_postgresql_leases_go_by_the_server_clock_not_a_host_that_is_an_hour_behind(tmp_path, monkeypatch):
+    url = await fresh_url("postgres", tmp_path)
+    behind = await started(url)
+    ahead = await started(url)
+    try:
+        with monkeypatch.context() as patch:     # the first bot's host: its clock is an hour slow
+            patch.setattr("storage.db.utcnow", lambda: datetime.now(UTC) - timedelta(hours=1))
+            await behind.register_process()
+            await behind.beat()
+            post = await behind.begin_post("x", text="in flight on the slow host")
+        await ahead.register_process()
+        assert await ahead.beat() == 0
+        assert (await ahead.get_post(post.id)).status == "pending"
+    finally:
+        await ahead.close()
+        await behind.close()
+
+
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "soon", "7200"])
 def test_a_bad_heartbeat_setting_is_one_line_naming_it(monkeypatch, tmp_path, bad):
     monkeypatch.chdir(tmp_path)
