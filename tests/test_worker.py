@@ -272,3 +272,26 @@ async def test_cancelled_callers_leave_the_worker_healthy():
         assert await worker.sample(Req(3)) == ("result", 3, 4)
 
     assert gen.seen == [1, 3]  # the cancelled waiting request never ran
+
+
+async def test_call_runs_in_the_worker_thread_in_turn_with_the_requests():
+    gen = EchoGenerator()
+    async with ModelWorker(loader(gen)) as worker:
+        first = asyncio.create_task(worker.sample(Req(1, gated=True)))
+        await wait_until_running(gen)
+        called = asyncio.create_task(worker.call(lambda g: (list(g.seen), threading.current_thread().name)))
+        second = asyncio.create_task(worker.sample(Req(2)))
+        await asyncio.sleep(0)
+        assert worker.queue_length() == 2          # the call waits its turn like a request
+        gen.gate.set()
+        assert await called == ([1], "model-worker")  # after the running request, before the one behind it
+        assert [await first, await second] == [("result", 1, 4), ("result", 2, 4)]
+
+        def refuse(_):
+            raise ModelError("Run x is being saved; try again in a moment.")
+
+        with pytest.raises(ModelError, match="^Run x is being saved"):
+            await worker.call(refuse)
+        with pytest.raises(SamplingError, match="ZeroDivisionError"):
+            await worker.call(lambda g: 1 / 0)
+        assert await worker.sample(Req(3)) == ("result", 3, 4)      # still serving
