@@ -79,7 +79,7 @@ async def proverb(fake: FakeDiscord, db, count: int = 3):
 async def test_commands_are_synced_with_their_ranges_and_descriptions(fake, bot):
     commands = {command["name"]: command for command in fake.synced}
     assert set(commands) == {"proverb", "votes", "post", "history", "status", "schedule", "unpost", "veto",
-                             "blocklist"}
+                             "blocklist", "model"}
     options = {option["name"]: option for option in commands["proverb"]["options"]}
     assert (options["temperature"]["min_value"], options["temperature"]["max_value"]) == (0.1, 2.0)
     assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 10)

@@ -110,7 +110,7 @@ async def test_the_manifest_asks_for_exactly_what_the_bot_uses(bot):
     manifest = yaml.safe_load((ROOT / "slack" / "manifest.yml").read_text())
     commands = {c["command"]: c for c in manifest["features"]["slash_commands"]}
     assert set(commands) == set(slack_bot.COMMANDS) == {"/proverb", "/votes", "/post", "/history", "/proverb-status",
-                                                        "/schedule", "/unpost", "/veto", "/blocklist"}
+                                                        "/schedule", "/unpost", "/veto", "/blocklist", "/model"}
     assert all(c["description"] and c["should_escape"] is False for c in commands.values())
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "reactions:write",
                                                               "reactions:read", "users:read", "usergroups:read"}
