@@ -61,6 +61,17 @@ def cmd_export(args) -> None:
     print(f"{len(pairs)} pairs from {batches} batches.")
 
 
+def tune_options(args) -> dict:
+    """The TuneConfig options given on the command line (train's flags that apply to --from-votes)."""
+    options = {key: getattr(args, key) for key in TUNE_OPTIONS if getattr(args, key, None) is not None}
+    epochs = options.get("epochs")
+    if epochs is not None and epochs != int(epochs):
+        raise ProverbotError(f"--epochs with --from-votes is a whole number of passes over the pairs (got {epochs:g}).")
+    if epochs is not None:
+        options["epochs"] = int(epochs)
+    return options
+
+
 def one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -70,21 +81,15 @@ def cmd_train_from_votes(args) -> None:
     from model.preference import TuneConfig, own_pairs, tune
     from model.runinfo import find_run, run_folder
 
+    cfg = TuneConfig(**tune_options(args))       # bad options before anything is read
     settings = load_settings()
     checkpoint_dir = args.checkpoint_dir or settings.checkpoint_dir
     name = args.run_name or settings.run_name
     folder = run_folder(checkpoint_dir, name) if name else find_run(checkpoint_dir)
     pairs = with_database(lambda db: db.preference_pairs(folder.name))
     kept = own_pairs(folder, [(p.prompt, p.chosen, p.rejected, p.checkpoint_id, p.generation_id) for p in pairs])
-    options = {key: getattr(args, key) for key in TUNE_OPTIONS if getattr(args, key, None) is not None}
-    if "epochs" in options:
-        epochs = options["epochs"]
-        if epochs != int(epochs):
-            raise ProverbotError(f"--epochs with --from-votes is a whole number of passes over the pairs (got "
-                                 f"{epochs:g}).")
-        options["epochs"] = int(epochs)
     source = {"batches": len({pair[4] for pair in kept}), "last_generation": max(pair[4] for pair in kept)}
-    result = tune(folder, kept, TuneConfig(**options), source)
+    result = tune(folder, kept, cfg, source)
     print(f"Tuned run {folder.name!r} on {result.pairs} preference pairs from {source['batches']} voted batches "
           f"({result.steps} steps, {result.seconds:.0f}s): it now finds the chosen text likelier in "
           f"{result.prefers_after:.0%} of the pairs ({result.prefers_before:.0%} before). Checkpoint "

@@ -70,7 +70,8 @@ class TuneConfig:
                   (0 < self.learning_rate < 1, f"learning_rate must be between 0 and 1 (got {self.learning_rate})"),
                   (isinstance(self.epochs, int) and 1 <= self.epochs <= 1000,
                    f"epochs must be a whole number from 1 to 1000 (got {self.epochs})"),
-                  (1 <= self.batch_size <= 4096, f"batch_size must be from 1 to 4096 (got {self.batch_size})")]
+                  (1 <= self.batch_size <= 4096, f"batch_size must be from 1 to 4096 (got {self.batch_size})"),
+                  (0 <= self.seed < 2**63, f"seed must be from 0 to 2**63 - 1 (got {self.seed})")]
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise ModelError("Bad tuning options: " + "; ".join(problems) + ".")

@@ -6,6 +6,7 @@ import json
 import os
 from datetime import UTC, datetime
 
+import pytest
 import torch
 from sqlalchemy import update
 
@@ -177,3 +178,35 @@ def test_train_from_votes_saves_a_new_checkpoint_and_keeps_the_old(run_copy, cap
     assert meta(run_copy / "before-votes")["checkpoint_id"] == old["checkpoint_id"]    # the previous one, loadable
     assert (run_copy / "training_state.pt").is_file()                                 # corpus training resumes
     assert not list(run_copy.glob(".*"))                                               # no staging left behind
+
+
+BAD = [  # (what, batches voted in the log, the sampling checkpoint (None: the run's own), extra arguments, the line)
+    ("no votes", 0, None, [], "has 0 preference pairs from the votes; tuning needs at least 20"),
+    ("too few pairs", 9, None, [], "has 18 preference pairs from the votes; tuning needs at least 20: vote on more"),
+    ("another tokenizer", 12, "0123456789ab", [],
+     "24 of its 24 preference pairs were sampled by checkpoints it never saved (0123456789ab)"),
+    ("no such run", 12, None, ["--run-name", "nope"], "No trained run 'nope'"),
+    ("a path for a run", 12, None, ["--run-name", "../tiny"], "'../tiny' is not a run name"),
+    ("fractional epochs", 12, None, ["--epochs", "1.5"], "--epochs with --from-votes is a whole number"),
+    ("negative rate", 12, None, ["--learning-rate", "-1"], "learning_rate must be between 0 and 1 (got -1.0)"),
+    ("nan rate", 12, None, ["--learning-rate", "nan"], "learning_rate must be between 0 and 1 (got nan)"),
+    ("huge seed", 12, None, ["--seed", str(2**70)], "seed must be from 0 to 2**63 - 1"),
+    ("no such device", 12, None, ["--device", "tpu"], "Device 'tpu' is not a device"),
+]
+
+
+@pytest.mark.parametrize("what,batches,checkpoint,extra,line", BAD, ids=[row[0] for row in BAD])
+def test_bad_input_is_one_line_and_changes_nothing(run_copy, capsys, what, batches, checkpoint, extra, line):
+    before = meta(run_copy)
+    if batches:
+        voted_log(batches, checkpoint or before["checkpoint_id"])
+    code, out, err = cli(capsys, "train", "--from-votes", "--run-name", "tiny", "--checkpoint-dir",
+                         str(run_copy.parent), *extra)
+    assert code == 1 and out == ""
+    assert err.startswith("proverbot: error: ") and err.count("\n") == 1 and line in err, err
+    assert meta(run_copy) == before and not (run_copy / "before-votes").exists()
+
+
+def test_votes_export_of_an_empty_log(capsys):
+    assert cli(capsys, "votes", "export", "--run-name", "tiny")[1].startswith("No preference pairs of run 'tiny' yet")
+    assert json.loads(cli(capsys, "votes", "export", "--json")[1]) == []
