@@ -8,6 +8,8 @@ FROM python:3.11-slim
 
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# the log on PostgreSQL: --build-arg EXTRAS=[postgres] (compose.yaml does)
+ARG EXTRAS=
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -23,7 +25,7 @@ COPY chatbot ./chatbot
 COPY storage ./storage
 COPY proverbot_errors.py ./
 COPY data ./data
-RUN pip install .
+RUN pip install ".${EXTRAS}"
 
 RUN useradd --create-home proverbot && mkdir -p /data && chown proverbot /data
 USER proverbot
