@@ -30,6 +30,8 @@ from model.train import train
 from model.worker import ModelWorker
 from storage import Database
 from tests.conftest import tiny_config
+from tests.fakes.discord_api import CHANNEL_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Focused
+from tests.test_discord import start_bot, stop_bot
 from tests.test_scheduler import START, Announcements, FakeClock
 
 DEFAULTS = Defaults(count=2, length=12, batch_size=4)
@@ -258,3 +260,33 @@ async def test_the_daily_schedule_samples_from_its_channels_run(runs):
         task.cancel()
         [generation] = await core.db.history("generations", limit=5)
     assert (generation.platform, generation.channel_id, generation.run_name) == ("test", "c1", "beta")
+
+
+async def test_discord_model_group_and_the_run_option(runs):
+    async with bot(runs) as (core, pool), FakeDiscord() as fake:
+        discord_bot, task = await start_bot(fake, core)
+        try:
+            admin, eve = fake.member("ada", permissions=MANAGE_GUILD), fake.member("eve")
+            said = []
+            for member, sub, options in [(eve, "use", {"run": "beta"}), (admin, "use", {"run": "../beta"}),
+                                         (admin, "use", {"run": "beta"}), (eve, "list", {})]:
+                interaction = await fake.command("model", options, member, subcommand=sub)
+                await fake.until(lambda interaction=interaction: interaction.answered)
+                said.append((interaction.ephemeral, interaction.callbacks[0]["data"]["content"]))
+            assert said[0] == (True, "Sorry: Posting and schedules need the manage guild permission or the role "
+                                     "poster.")
+            assert said[1] == (True, "Sorry: '../beta' is not a run name: give a run's folder name, as /model list "
+                                     "shows.")
+            assert said[2] == (False, "This channel samples from run beta from now on (/model use NAME changes it).")
+            assert said[3][0] is True and "beta: step 20" in said[3][1] and "← here" in said[3][1]
+            assert await core.db.get_channel_run("discord", str(CHANNEL_ID), server_id=str(GUILD_ID)) == "beta"
+            complete = await fake.command("proverb", {"run": Focused("AL")}, eve, kind=4)
+            await fake.until(lambda: complete.callbacks)
+            assert [c["value"] for c in complete.callbacks[0]["data"]["choices"]] == ["alpha"]
+            for options in ({"count": 1}, {"count": 1, "run": "alpha"}):
+                interaction = await fake.command("proverb", options, eve)
+                await fake.until(lambda interaction=interaction: interaction.answered)
+            generations = await core.db.history("generations", limit=5)
+            assert [g.run_name for g in generations] == ["alpha", "beta"]         # newest first
+        finally:
+            await stop_bot(discord_bot, task)
