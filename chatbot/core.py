@@ -28,6 +28,7 @@ from typing import Protocol
 from chatbot.context import Context
 from chatbot.limits import Limits
 from chatbot.posting import Posted, Poster, PublisherUsage
+from chatbot.retune import learned_from
 from chatbot.publishers import Publisher
 from chatbot.publishers.registry import Publishers
 from model.candidates import CandidateBatch, SampleRequest, prefix_problem
@@ -131,6 +132,7 @@ class Status:
     publishers: tuple[PublisherUsage, ...] = ()     # every configured one, the default first: posts, quota
     note: str = ""              # why posts go nowhere, when they do (dry run)
     loaded: tuple[LoadedRun, ...] = ()              # the runs in memory, most recently used first (model.pool)
+    learned_from: int | None = None                 # preference pairs the default run was last tuned on (votes)
 
 
 class Worker(Protocol):
@@ -332,8 +334,9 @@ class Core:
 
     async def status(self) -> Status:
         usage = await self.poster.usage()
+        pairs = await asyncio.to_thread(learned_from, self.runs.folder(None)) if self.runs else None
         return Status(self.model_info(), self.worker.queue_length(), usage[0].posts_last_24h, usage[0].name,
-                      tuple(usage), self.publishers.note, self.runs.loaded() if self.runs else ())
+                      tuple(usage), self.publishers.note, self.runs.loaded() if self.runs else (), pairs)
 
     # --- runs (/model) ---------------------------------------------------------------------------------------
 
@@ -352,9 +355,11 @@ class Core:
 
     def pool(self) -> Pool:
         """The runs the worker serves, or the error to show where an inference server samples."""
-        if self.runs is None:
+        if self.runs is None and self.model.backend != "in-process":
             raise BadRequest(f"This bot samples from {self.model.backend} (sampler_url): which model answers is the "
                              "server's choice (sampler_model), so /model and run: are not available here.")
+        if self.runs is None:
+            raise BadRequest(f"This bot serves one model ({self.model.run_name}): /model and run: are not available.")
         return self.runs
 
     def model_info(self, run: str | None = None) -> ModelInfo:
