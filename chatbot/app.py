@@ -204,6 +204,7 @@ async def run_bot(settings: Settings) -> None:
     from chatbot.core import Core, Defaults, ModelInfo
     from chatbot.limits import Limits
     from chatbot.publishers.factory import build_publishers
+    from chatbot.retune import Retuner
     from chatbot.scheduler import Scheduler
     from model.worker import ModelWorker
 
@@ -225,6 +226,9 @@ async def run_bot(settings: Settings) -> None:
             core = Core(db, worker, build_publishers(settings), model, defaults, runs=pool, limits=limits)
             frontends = chat_frontends(settings, core)
             helpers = [Scheduler(core, db, [frontend for frontend, _ in frontends]).run_forever()]
+            if settings.retune_after_batches and pool:
+                helpers.append(Retuner(core, [frontend for frontend, _ in frontends], settings.retune_after_batches,
+                                       settings.device).run_forever())
             if settings.health_file:
                 helpers.append(health.beat(settings.health_file, [frontend for frontend, _ in frontends], pool))
             await serve([serving for _, serving in frontends], helpers)

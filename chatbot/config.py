@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(15.0, gt=0, le=3600, description="Seconds between a bot process's heartbeats in the "
                                "log: several bots may share it, and a process silent for 3 heartbeats has stopped "
                                "(its pending posts become unknown, its generations failed).")
+    retune_after_batches: int = Field(0, ge=0, le=1_000_000, description="Tune a run on its votes (as `proverbot "
+                                      "train --from-votes`) after every N new voted batches, in the background, "
+                                      "announced in the channel; 0: never. Set it on one bot of a shared log.")
     # an inference server (see README "Serving the model elsewhere")
     sampler_url: str | None = Field(None, description="An OpenAI-compatible server (vLLM, TGI, llama-server, "
                                     "transformers serve) to sample from, e.g. http://gpu:8000; empty: the model "
