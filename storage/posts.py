@@ -234,7 +234,7 @@ class PostsAPI(DatabaseCore):
                                   f"record it with `proverbot db settle-post {post.id} posted --url URL "
                                   "--remote-id ID`, then withdraw it.")
         if post.status != "posted":
-            raise NotWithdrawable(f"Post #{post.id} on {post.platform} is {post.status}, not posted: there is nothing "
+            raise NotWithdrawable(f"Post #{post.id} on {post.platform} failed: it is not online, so there is nothing "
                                   "to withdraw.")
         if not post.remote_id:
             raise NotWithdrawable(f"Post #{post.id} on {post.platform} has no remote id in the log (it was settled by "

@@ -152,7 +152,7 @@ HOSTILE = [   # (what a user typed, the one line the console answers)
     ("/unpost #99", "Sorry: There is no post #99 in the log."),
     ("/unpost 9223372036854775807", "Sorry: There is no post #9223372036854775807 in the log."),
     ("/unpost #2", "Sorry: Post #2 on x is being posted right now: withdraw it once it is posted."),
-    ("/unpost #3", "Sorry: Post #3 on x is failed, not posted: there is nothing to withdraw."),
+    ("/unpost #3", "Sorry: Post #3 on x failed: it is not online, so there is nothing to withdraw."),
     ("/unpost #4", "Sorry: Post #4 on x has an unknown outcome: check the account, record it with `proverbot db "
                    "settle-post 4 posted --url URL --remote-id ID`, then withdraw it."),
     ("/unpost #5", "Sorry: Post #5 on x has no remote id in the log (it was settled by hand without --remote-id), "
