@@ -60,8 +60,8 @@ async def test_bad_input_prints_one_line_and_goes_on(sampler):
         "Sorry: No candidates in this channel yet: ask for some with /proverb.",
         "Sorry: temperature must be a number from 0.1 to 2 (got 5).",
         "Sorry: Cannot read that command: No closing quotation.",
-        ("Sorry: Cannot read 'colour:red': use key:value with a key among prefix, temperature, count, length "
-         '(e.g. prefix:"thou shalt").'),
+        ("Sorry: Cannot read 'colour:red': use key:value with a key among prefix, temperature, count, length, "
+         'run (e.g. prefix:"thou shalt").'),
         "Sorry: Unknown command '/dance'; /help lists the commands.",
         "Sorry: Which candidate? Give its number in the latest batch, e.g. /vote 1.",
         "Sorry: 'x' is not a candidate number: give e.g. 1 (latest batch) or #12 (storage id).",
