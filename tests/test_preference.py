@@ -4,6 +4,7 @@ export`, and `proverbot train --from-votes` on the session's tiny model."""
 import asyncio
 import json
 import os
+import shutil
 from datetime import UTC, datetime
 
 import pytest
@@ -16,11 +17,11 @@ from tests.conftest import PROVERBS
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
 
-async def batch(db, texts, *, run="tiny", checkpoint="ck1", prefix="", unusable=()):
-    """A finished generation of `run` with these candidate texts; returns the candidates' ids."""
+async def batch(db, texts, *, run="tiny", checkpoint="ck1", prefix="", unusable=(), platform="console"):
+    """A finished generation of `run` with these candidate texts (in channel c1); returns the candidates' ids."""
     from storage import NewCandidate
 
-    gid = await db.record_generation("console", channel_id="c1", prefix=prefix, run_name=run, checkpoint_id=checkpoint)
+    gid = await db.record_generation(platform, channel_id="c1", prefix=prefix, run_name=run, checkpoint_id=checkpoint)
     news = [NewCandidate(text, usable=i not in unusable, reason=None if i not in unusable else "too_long")
             for i, text in enumerate(texts)]
     gen = await db.finish_generation(gid, news, run_name=run, checkpoint_id=checkpoint)
@@ -115,19 +116,24 @@ def mean_margin(folder, pairs) -> float:
     return sum((m[0] - m[1]).item() for m in margins) / len(margins)
 
 
-def voted_log(batches: int, checkpoint: str, run: str = "tiny") -> None:
-    """A log (the test's private SQLite file) of `batches` voted batches of `run`: in each, a saying that starts with
-    WORD got a vote and two others none (two pairs a batch)."""
+async def vote_for_taste(db, batches: int, checkpoint: str, run: str = "tiny", platform: str = "console") -> None:
+    """`batches` voted batches of `run`: in each, a saying that starts with WORD got a vote and two others none (two
+    pairs a batch)."""
+    for _, chosen, rejected in taste_pairs(batches):
+        other = taste_pairs(1, offset=batches + len(chosen) % 7)[0][2]
+        ids = await batch(db, [rejected, chosen, other], run=run, checkpoint=checkpoint, platform=platform)
+        await votes(db, ids[1], 1)
+
+
+def voted_log(batches: int, checkpoint: str) -> None:
+    """vote_for_taste in the test's private log (a SQLite file), from outside an event loop."""
     from storage import Database
 
     async def fill():
         db = Database(os.environ["PROVERBOT_DATABASE_URL"])
         await db.start()
         try:
-            for _, chosen, rejected in taste_pairs(batches):
-                other = taste_pairs(1, offset=batches + len(chosen) % 7)[0][2]
-                ids = await batch(db, [rejected, chosen, other], run=run, checkpoint=checkpoint)
-                await votes(db, ids[1], 1)
+            await vote_for_taste(db, batches, checkpoint)
         finally:
             await db.close()
     asyncio.run(fill())
@@ -210,3 +216,33 @@ def test_bad_input_is_one_line_and_changes_nothing(run_copy, capsys, what, batch
 def test_votes_export_of_an_empty_log(capsys):
     assert cli(capsys, "votes", "export", "--run-name", "tiny")[1].startswith("No preference pairs of run 'tiny' yet")
     assert json.loads(cli(capsys, "votes", "export", "--json")[1]) == []
+
+
+# -- retuning in the bot (retune_after_batches) ------------------------------------------------------------------
+
+async def test_the_bot_retunes_after_n_voted_batches_and_says_so(trained_run, tmp_path):
+    from chatbot import replies
+    from chatbot.context import Context
+    from chatbot.retune import Retuner
+    from model.runinfo import checkpoint_id
+    from tests.test_models_per_channel import bot
+    from tests.test_scheduler import Announcements
+
+    runs = tmp_path / "checkpoints"
+    shutil.copytree(trained_run, runs / "alpha")
+    old = checkpoint_id(runs / "alpha")
+    async with bot(runs) as (core, pool):
+        await vote_for_taste(core.db, 12, old, run="alpha", platform="test")
+        front = Announcements()
+        assert await Retuner(core, [front], every=13, device="cpu").check() is None     # 12 batches: not yet
+        retuner = Retuner(core, [front], every=12, device="cpu")
+        await (await retuner.check())
+        new = checkpoint_id(runs / "alpha")
+        started, done = front.texts()
+        assert started.startswith("12 new voted batches: tuning run alpha on 24 preference pairs in the background")
+        assert new != old and done.startswith(f"Run alpha learned from 24 preference pairs (checkpoint {new}")
+        status = await core.status()
+        assert status.learned_from == 24 and "It learned from 24 preference pairs" in replies.status(status)
+        asked = await core.ask(Context("test", channel_id="c1", user_id="u1", user_name="ada"))
+        assert (await core.db.get_generation(asked.generation_id)).checkpoint_id == new   # no restart needed
+        assert await retuner.check() is None                                            # nothing new since
