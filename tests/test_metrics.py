@@ -20,7 +20,7 @@ from model.metrics import COLUMNS, METRICS, MetricsLog, Row, best_validation, re
 import model.train
 from model.run import load_state, save_run
 from model.schedule import lr_factor
-from model.train import Trainer, train
+from model.train import Trainer, make_config, train
 from tests.conftest import PROVERBS, tiny_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -103,21 +103,41 @@ def block_calls(trainer) -> list[int]:
     """Counts the passes into the first block's MLP (a recompute in the backward pass is one more; it stops once it
     has what the backward pass needs, so the count is taken where the MLP starts)."""
     calls = [0]
-    trainer.model.transformer.h[0].mlp.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    mlp = next(module for name, module in trainer.model.named_modules() if name.endswith("transformer.h.0.mlp"))
+    mlp.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     return calls
+
+
+def checkpointing_runs(make_trainer) -> tuple[dict, dict]:
+    """({False: losses, True: losses}, {False: MLP passes, True: MLP passes}) of 3 steps of 2 micro-batches each,
+    without and with gradient checkpointing."""
+    losses, calls = {}, {}
+    for on in (False, True):
+        trainer = make_trainer(on)
+        calls[on] = block_calls(trainer)
+        losses[on] = [trainer.train_step() for _ in range(3)]
+    return losses, calls
 
 
 @pytest.mark.parametrize("dropout, dtype", [(0.0, "float32"), (0.2, "float32"), (0.0, "bfloat16")])
 def test_gradient_checkpointing_recomputes_and_trains_the_same(tmp_path, dropout, dtype):
     """Same seed, same losses with and without it (dropout masks and autocast replayed in the recompute)."""
-    losses, calls = {}, {}
-    for on in (False, True):
-        trainer = Trainer(tiny_config(tmp_path / str(on), gradient_checkpointing=on, dropout=dropout, dtype=dtype,
-                                      accumulate_gradients=2))
-        calls[on] = block_calls(trainer)
-        losses[on] = [trainer.train_step() for _ in range(3)]
+    losses, calls = checkpointing_runs(lambda on: Trainer(tiny_config(
+        tmp_path / str(on), gradient_checkpointing=on, dropout=dropout, dtype=dtype, accumulate_gradients=2)))
     assert calls == {False: [3 * 2], True: [3 * 2 * 2]}  # one forward per micro-batch, plus its recompute
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_gradient_checkpointing_with_lora(trained_run, tmp_path):
+    """peft's adapters on a frozen base: the gradient reaches them through the recomputed blocks (else the second
+    and third steps, after Adam moved the adapters at 1e-2 without checkpointing, would differ)."""
+    def lora_trainer(on):
+        return Trainer(make_config(str(trained_run), corpus=str(PROVERBS), checkpoint_dir=str(tmp_path / str(on)),
+                                   device="cpu", lora=True, lora_rank=4, lora_dropout=0.0, gradient_checkpointing=on,
+                                   batch_size=4, accumulate_gradients=2, learning_rate=1e-2, eval_samples=0))
+
+    losses, calls = checkpointing_runs(lora_trainer)
+    assert calls == {False: [6], True: [12]} and losses[True] == pytest.approx(losses[False], abs=1e-5)
 
 
 def test_gradient_checkpointing_with_only_the_transformer_layers(run_copy):
