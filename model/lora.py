@@ -10,7 +10,6 @@ that an adapter is never put on weights it was not trained on. peft's own loader
 (`AutoPeftModelForCausalLM.from_pretrained`); `proverbot export RUN --merge OUTPUT` writes the merged plain GPT-2.
 """
 
-import contextlib
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from model.runinfo import ADAPTER_WEIGHTS, META, is_run, loading, read_json
 TARGETS = ["c_attn", "c_proj", "c_fc"]  # GPT-2's attention and MLP layers: transformers' Conv1D (weights in x out)
 RANK = 8
 DROPOUT = 0.05
+# peft 0.21 asks transformers 5 whether gradient checkpointing is on by the old name, which warns at every wrap
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def wrap(model: GPT2LMHeadModel, rank: int | None = None, alpha: float | None = None,
@@ -38,8 +39,7 @@ def wrap(model: GPT2LMHeadModel, rank: int | None = None, alpha: float | None = 
     config = LoraConfig(r=rank, lora_alpha=2 * rank if alpha is None else alpha,
                         lora_dropout=DROPOUT if dropout is None else dropout, target_modules=TARGETS,
                         fan_in_fan_out=True, task_type="CAUSAL_LM")
-    with quiet_peft():
-        return get_peft_model(model, config)
+    return get_peft_model(model, config)
 
 
 def adapter_settings(model) -> LoraConfig | None:
@@ -86,17 +86,9 @@ def load_adapter(folder: Path, meta: dict, config: GPT2Config, merge: bool = Tru
         raise ModelError(f"Run {folder.name!r} is a LoRA adapter for a {config.n_layer}-layer, {config.n_embd}-wide "
                          f"GPT-2, but its base {meta['base']} is not that model.")
     set_dropout(base, config.resid_pdrop)  # as the run trained: the base's config.json in the run folder says
-    with loading(folder / ADAPTER_WEIGHTS), quiet_peft():
+    with loading(folder / ADAPTER_WEIGHTS):
         model = PeftModel.from_pretrained(base, folder, is_trainable=not merge)
     return model.merge_and_unload() if merge else model
-
-
-@contextlib.contextmanager
-def quiet_peft():
-    """peft 0.21 asks transformers 5 whether gradient checkpointing is on under the old name, which warns."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
 
 
 def _load_base_of(folder: Path, meta: dict) -> GPT2LMHeadModel:
