@@ -139,11 +139,10 @@ def agree(world: World, code: int) -> int:
     return int(t.item())
 
 
-def same_everywhere(world: World, name: str, value: int) -> None:
-    """A ModelError when processes disagree on a number (e.g. the step they resume from)."""
+def same_everywhere(world: World, name: str, value: int, hint: str) -> None:
+    """A ModelError (saying `hint`) when the processes disagree on a number, e.g. the step they resume from."""
     if world.is_distributed and agree(world, value) != -agree(world, -value):
-        raise ModelError(f"The processes see different {name}s (this one {value}): every machine must see the same "
-                         "run folder (put --checkpoint-dir on a shared disk, or copy the run folder to each).")
+        raise ModelError(f"The processes see a different {name} (rank {world.rank}: {value}): {hint}.")
 
 
 def _collective_device() -> torch.device:

@@ -376,9 +376,12 @@ class Trainer:
             continue_schedule(self.scheduler, self.step)
 
     def _join_processes(self) -> None:
-        """Under torchrun: every process resumes the same step, draws different dropout masks, and trains through
-        DistributedDataParallel (self.train_model); alone, self.train_model is the model."""
-        distributed.same_everywhere(self.world, "step", self.step)
+        """Under torchrun: every process reads the same corpus and resumes the same step, draws different dropout
+        masks, and trains through DistributedDataParallel (self.train_model); alone, self.train_model is the model."""
+        distributed.same_everywhere(self.world, "number of training tokens", len(self.train_data),
+                                    "every machine must read the same corpus")
+        distributed.same_everywhere(self.world, "step", self.step, "every machine must see the same run folder (put "
+                                    "--checkpoint-dir on a shared disk, or copy the run folder to each)")
         if self.world.rank:
             torch.manual_seed(self.cfg.seed + 1000 * self.world.rank + self.step)
         self.train_model = distributed.wrap(self.world, self.model, self.device)

@@ -5,6 +5,7 @@ import csv
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 from chatbot.cli import main
+from model import distributed
+from model.candidates import SampleRequest
+from model.errors import ModelError
 from model.run import load_run
 from model.sample import Sampler
-from model.candidates import SampleRequest
 from tests.conftest import PROVERBS
 
 PROVERBOT = str(Path(sys.executable).parent / "proverbot")
@@ -108,3 +111,25 @@ def test_bad_torchrun_settings_stop_before_the_processes_connect(trained_run, tm
         assert err == ""
     else:
         assert len(err.splitlines()) == 1 and err.startswith("proverbot: error: ") and said in err
+
+
+def _resume_step(rank: int, folder: str) -> None:
+    """One of two processes that resume different steps (as two machines that see different run folders do)."""
+    world = distributed.World(rank, rank, 2)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
+    try:
+        distributed.same_everywhere(world, "step", 100 + rank, "copy the run folder to each machine")
+    except ModelError as err:
+        Path(folder, f"rank{rank}.txt").write_text(str(err))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_processes_that_disagree_stop_together_with_one_line_each(tmp_path):
+    processes = torch.multiprocessing.spawn(_resume_step, args=(str(tmp_path),), nprocs=2, join=False)
+    deadline = time.monotonic() + 300
+    while not processes.join(timeout=1):
+        assert time.monotonic() < deadline, "the processes hang"
+    assert (tmp_path / "rank0.txt").read_text() == ("The processes see a different step (rank 0: 100): copy the run "
+                                                    "folder to each machine.")
+    assert (tmp_path / "rank1.txt").read_text().startswith("The processes see a different step (rank 1: 101)")
