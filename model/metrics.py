@@ -58,25 +58,31 @@ def best_validation(rows: list[Row]) -> Row | None:
 
 
 def read_metrics(path: Path) -> list[Row]:
-    """The rows of a metrics.csv. A row that cannot be read (cut short by a kill, edited by hand) is skipped with
-    a warning naming its line; a file that is no metrics.csv (another header, not text) is a ModelError."""
+    """The rows of a metrics.csv. A row that cannot be read (cut short by a kill, garbled by a crash, edited by
+    hand) is skipped with a warning naming its line; a file that is no metrics.csv (another header) is a ModelError."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            lines = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ModelError(f"Cannot read {path}: {getattr(err, 'strerror', None) or err}.") from None
-    if lines and tuple(lines[0]) != COLUMNS:
-        raise ModelError(f"{path} is not a metrics file that proverbot wrote: its first line is "
-                         f"{','.join(lines[0])[:80]!r}, not {','.join(COLUMNS)!r}. Move it away (training starts a "
-                         "new one).")
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as err:
+        raise ModelError(f"Cannot read {path}: {err.strerror}.") from None
+    if lines and _cells_of(lines[0]) != list(COLUMNS):
+        raise ModelError(f"{path} is not a metrics file that proverbot wrote: its first line is {lines[0][:80]!r}, "
+                         f"not {','.join(COLUMNS)!r}. Move it away (training starts a new one).")
     rows = []
-    for number, cells in enumerate(lines[1:], start=2):
-        row = _parse(cells)
+    for number, line in enumerate(lines[1:], start=2):
+        row = _parse(_cells_of(line))
         if row is None:
             log.warning("%s, line %d: not a row of %d numbers, skipped", path, number, len(COLUMNS))
         else:
             rows.append(row)
     return rows
+
+
+def _cells_of(line: str) -> list[str]:
+    """A line's cells (CSV quoting allowed, as a spreadsheet may save it); none when it is not CSV."""
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error:
+        return []
 
 
 def _parse(cells: list[str]) -> Row | None:

@@ -205,16 +205,22 @@ def test_each_row_is_on_disk_as_soon_as_it_is_written(tmp_path):
 
 def test_unreadable_rows_are_skipped_with_a_warning_and_a_foreign_file_refused(tmp_path, caplog):
     path = tmp_path / METRICS
-    path.write_text(",".join(COLUMNS) + "\n1,512,5.5,,0.001,100,1.0\nx,1,2\n2,1024,,5.2,,,\n-3,0,,,,,\n")
+    path.write_bytes(",".join(COLUMNS).encode() + b"\n1,512,5.5,,0.001,100,1.0\nx,1,2\n2,1024,,5.2,,,\n-3,0,,,,,\n"
+                     b'"4","2048","5.0","","","",""\n\x00\x00\x00\xff\n5,2560,4.9,,,,\n')
     with caplog.at_level(logging.WARNING, logger="model.metrics"):
-        assert [row.step for row in read_metrics(path)] == [1, 2]
+        assert [row.step for row in read_metrics(path)] == [1, 2, 4, 5]  # a crash's NUL bytes: one bad line
     assert f"{path}, line 3: not a row of 7 numbers, skipped" in caplog.text and "line 5" in caplog.text
+    assert "line 7" in caplog.text
     path.write_text("date,price\n2024-01-01,3\n")
     with pytest.raises(ModelError, match="is not a metrics file that proverbot wrote: its first line is "
                                          "'date,price'.*Move it away"):
         read_metrics(path)
     path.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ModelError, match="Cannot read"):
+    with pytest.raises(ModelError, match="is not a metrics file that proverbot wrote"):
+        read_metrics(path)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(ModelError, match="Cannot read .*metrics.csv: Is a directory"):
         read_metrics(path)
 
 
