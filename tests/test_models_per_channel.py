@@ -31,7 +31,9 @@ from model.worker import ModelWorker
 from storage import Database
 from tests.conftest import tiny_config
 from tests.fakes.discord_api import CHANNEL_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Focused
+from tests.fakes.slack_api import CHANNEL, fake_slack
 from tests.test_discord import start_bot, stop_bot
+from tests.test_slack import command, make_bot
 from tests.test_scheduler import START, Announcements, FakeClock
 
 DEFAULTS = Defaults(count=2, length=12, batch_size=4)
@@ -290,3 +292,19 @@ async def test_discord_model_group_and_the_run_option(runs):
             assert [g.run_name for g in generations] == ["alpha", "beta"]         # newest first
         finally:
             await stop_bot(discord_bot, task)
+
+
+async def test_slack_speaks_the_same_words(runs, monkeypatch):
+    async with bot(runs) as (core, pool), fake_slack(monkeypatch) as fake:
+        slack = make_bot(core)
+        body, (_, ack) = await command(fake, slack, "/model", "use beta", "U0EVE")
+        assert fake.answers(body)[0]["text"].startswith("Sorry: Posting and schedules are for workspace admins")
+        _, (_, ack) = await command(fake, slack, "/model", "use ../beta", "U0ADMIN")
+        assert ack["response_type"] == "ephemeral" and ack["text"].startswith("Sorry: '../beta' is not a run name")
+        body, (_, ack) = await command(fake, slack, "/model", "use beta", "U0ADMIN")
+        assert [(a["response_type"], a["text"]) for a in fake.answers(body)] == [
+            ("in_channel", "This channel samples from run beta from now on (/model use NAME changes it).")]
+        await command(fake, slack, "/proverb", "count:1", "U0EVE")
+        await command(fake, slack, "/proverb", "count:1 run:alpha", "U0EVE")
+        generations = await core.db.history("generations", limit=5)
+        assert [(g.channel_id, g.run_name) for g in generations] == [(CHANNEL, "alpha"), (CHANNEL, "beta")]
