@@ -80,7 +80,7 @@ class Server:
         """The JSON answer of one request, or a RemoteError of one line (the server's own message, scrubbed)."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
-            response = httpx.request(method, self.url + path, json=json, headers=headers, timeout=self.timeout)
+            response = httpx.request(method, self.base + path, json=json, headers=headers, timeout=self.timeout)
         except httpx.TimeoutException:
             raise RemoteError(f"The sampler at {self.where} did not answer within {self.timeout:g} s "
                               "(sampler_timeout).") from None
@@ -95,6 +95,11 @@ class Server:
             return response.json()
         except ValueError:
             raise RemoteError(f"The sampler at {self.where} answered {path} with something that is not JSON.") from None
+
+    @property
+    def base(self) -> str:
+        """The URL the API's paths follow: "http://gpu:8000" also when given as OpenAI's base URL, ".../v1"."""
+        return self.url.rstrip("/").removesuffix("/v1")
 
     @property
     def where(self) -> str:

@@ -134,6 +134,12 @@ def test_a_prefix_leads_every_candidate_and_an_over_long_one_is_refused_here(rem
         remote.candidates(SampleRequest(prefix="the " * 100))
 
 
+def test_a_url_given_as_openais_base_url_reaches_the_same_server(served, trained_run):
+    server = Server(served.url + "/v1/", served.model, timeout=30)
+    assert served.model in server.models()
+    assert open_remote(server, trained_run).candidates(SampleRequest(count=1, length=20, temperature=1.0)).usable
+
+
 def test_copies_are_checked_against_the_run_folder_or_sampler_corpus(trained_run, tmp_path):
     blocks = (trained_run / BLOCKS).read_text(encoding="utf-8")
     from_folder = open_remote(down_server(), trained_run)
