@@ -20,7 +20,10 @@ Trainer output folders, not our run folders. The loss itself is the line above.
 
 LoRA (peft, model/lora.py) or all the weights: with `lora` (TuneConfig) rank-8 adapters train on the attention and
 MLP layers and are merged into the weights before saving, so a plain run folder stays plain; a LoRA run (issue 16)
-always tunes its own adapter. See README, "Learning from the votes", for the measurement behind the default.
+always tunes its own adapter. By default (lora None) a run of LORA_FROM parameters or more (GPT-2 124M and up) gets
+LoRA, a smaller one all its weights. Measured on 2 CPU cores, 3 epochs of 24 pairs on the tests' tiny run: all the
+weights moved the held-out preference 8.4 nats in 3.6 CPU s, LoRA 0.6 nats in 4.8 s at the same learning rate; one
+step on GPT-2 124M (4 pairs of 32 tokens): all the weights 15-18 CPU s and 3.2 GB peak, LoRA 14-15 s and 1.8 GB.
 
 The new checkpoint replaces the run's (save_run: staged, moved into place, proverbot.json last: nothing is saved
 half-way); the previous one is kept in <run>/before-votes/, a run folder of its own. proverbot.json's "votes" says
@@ -50,6 +53,7 @@ from model.tokenizer import separator_ids
 log = logging.getLogger(__name__)
 
 MIN_PAIRS = 20          # fewer pairs teach noise
+LORA_FROM = 100_000_000  # parameters: LoRA from here on by default (memory); below, all the weights (learn faster)
 PREVIOUS = "before-votes"
 
 
@@ -61,7 +65,7 @@ class TuneConfig:
     learning_rate: float = 1e-3
     epochs: int = 3                 # passes over the pairs
     batch_size: int = 8             # pairs per step
-    lora: bool = False              # rank-8 LoRA adapters (merged before saving) instead of all the weights
+    lora: bool | None = None        # rank-8 LoRA adapters (merged before saving); None: for LORA_FROM parameters up
     seed: int = 1234
     device: str = "auto"
 
@@ -165,16 +169,17 @@ def tune(folder: Path, pairs: list[tuple], cfg: TuneConfig, source: dict | None 
     pad_id = run.tokenizer.eos_token_id
     encoded = [(encode(run, p, c), encode(run, p, r)) for p, c, r, *_ in pairs]
     ref_chosen, ref_rejected = pair_log_probs(run.model, encoded, pad_id, cfg.batch_size)
-    model = run.model if adapter or not cfg.lora else wrap(run.model)
+    lora = not adapter and (cfg.lora if cfg.lora is not None else run.model.num_parameters() >= LORA_FROM)
+    model = wrap(run.model) if lora else run.model
     steps, loss = optimise(model, encoded, (ref_chosen, ref_rejected), cfg, pad_id)
     if progress:
         log.info("tuned on %d pairs in %d steps: last loss %.4f", len(pairs), steps, loss)
-    run.model = model.merge_and_unload() if cfg.lora and not adapter else model
+    run.model = model.merge_and_unload() if lora else model
     chosen, rejected = pair_log_probs(run.model, encoded, pad_id, cfg.batch_size)
     previous = run.checkpoint_id
     run.meta["votes"] = {"pairs": len(pairs), **(source or {}), "tuned_from": previous,
                          "at": datetime.now(UTC).isoformat(timespec="seconds"), "method": "dpo", "beta": cfg.beta,
-                         "lora": cfg.lora or adapter, "epochs": cfg.epochs}
+                         "lora": lora or adapter, "epochs": cfg.epochs}
     keep_previous(folder)
     checkpoint_id = save_run(run, load_state(folder))
     return TuneResult(folder, checkpoint_id, previous, len(pairs), steps, time.perf_counter() - started,

@@ -163,6 +163,25 @@ def test_tuning_moves_a_learnable_preference(run_copy):
     assert (result.pairs, result.steps) == (24, 9)           # 3 epochs of 3 batches of 8
 
 
+def test_lora_keeps_a_plain_run_plain_and_a_lora_run_tunes_its_adapter(run_copy, trained_run, tmp_path):
+    from model.preference import TuneConfig, tune
+    from model.train import train
+    from tests.test_lora import lora_config
+
+    pairs, held_out = taste_pairs(24), taste_pairs(24, offset=30)
+    before = mean_margin(run_copy, held_out)
+    tune(run_copy, pairs, TuneConfig(lora=True, learning_rate=1e-2, device="cpu"), progress=False)
+    assert meta(run_copy)["votes"]["lora"] is True and not (run_copy / "adapter_model.safetensors").exists()
+    assert mean_margin(run_copy, held_out) > before                  # merged into the plain weights
+
+    lora_run = train(lora_config(trained_run, tmp_path / "lora"), progress=False).folder
+    adapter, old = (lora_run / "adapter_model.safetensors").read_bytes(), meta(lora_run)
+    tune(lora_run, pairs, TuneConfig(device="cpu"), progress=False)
+    assert (lora_run / "adapter_model.safetensors").read_bytes() != adapter
+    assert not (lora_run / "model.safetensors").exists()              # still an adapter on the same base
+    assert meta(lora_run)["base"] == old["base"] and meta(lora_run)["votes"]["lora"] is True
+
+
 def test_train_from_votes_saves_a_new_checkpoint_and_keeps_the_old(run_copy, capsys):
     old = meta(run_copy)
     voted_log(12, old["checkpoint_id"])
