@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ModelError
-from model.runinfo import WEIGHTS, checkpoint_id, run_folder
+from model.runinfo import WEIGHTS, checkpoint_id, loading, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Pool:
         if changed:
             try:
                 return self._load(folder.name)
-            except ModelError as err:
+            except Exception as err:    # noqa: BLE001 (damaged, half-saved, out of memory: the old weights answer)
                 log.warning("run %s has a new checkpoint that does not load yet (%s); checkpoint %s answers "
                             "meanwhile, and the new one is tried again at the next request", folder.name, err,
                             entry.sampler.checkpoint_id)
@@ -115,7 +115,8 @@ class Pool:
         """Load run `name` into the budget (unloading the least recently used others first); the copy it replaces,
         if any, answers until then."""
         folder = self.checkpoint_dir / name
-        size = (folder / WEIGHTS).stat().st_size
+        with loading(folder / WEIGHTS):     # gone since the name was checked: the line naming it
+            size = (folder / WEIGHTS).stat().st_size
         if size > self.budget:
             raise ModelError(f"Run {name} needs about {size / MB:,.1f} MB, more than model_memory_mb = "
                              f"{self.budget / MB:g} allows: raise model_memory_mb to serve it.")
