@@ -72,6 +72,14 @@ def a_first_start_on_a_corpus_over_the_cap(given: Given) -> None:
     given.monkeypatch.setenv("PROVERBOT_CHECKPOINT_DIR", "ck")
 
 
+def a_run_without_metrics(given: Given) -> None:
+    """A run folder from before metrics.csv (its files as find_run sees them)."""
+    folder = given.folder / "ck" / "old"
+    folder.mkdir(parents=True)
+    (folder / "proverbot.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
@@ -116,6 +124,26 @@ ROWS = [
         a_first_start_on_a_corpus_over_the_cap),
     Row("corpus stats over the setting's cap", ("corpus", "stats", "big.txt"), 1, f"proverbot: error: {CAPPED}",
         a_corpus_over_the_cap),
+    Row("--warmup-steps -1", (*TRAIN, "--warmup-steps", "-1"), 1, "proverbot: error: Bad training options: "
+        "warmup_steps must be 0 (off) or more (got -1)."),
+    Row("a warm-up as long as the run", (*TRAIN, "--steps", "10", "--warmup-steps", "10"), 1,
+        "proverbot: error: Bad training options: warmup_steps must be below steps (got 10 and 10)."),
+    Row("--lr-schedule cosine without an end", (*TRAIN, "--lr-schedule", "cosine", "--steps", "-1"), 1,
+        "proverbot: error: Bad training options: lr_schedule cosine decays to 0 at the last step, so it needs steps "
+        "or epochs (got steps -1)."),
+    Row("--lr-schedule unknown", (*TRAIN, "--lr-schedule", "step"), 2,
+        "proverbot train: error: argument --lr-schedule: invalid choice: 'step'"),
+    # loss curves: refused before anything is drawn
+    Row("plot with no run", ("plot", "--checkpoint-dir", "ck"), 1, "proverbot: error: No trained model in ck/ yet"),
+    Row("plot of a run without metrics.csv", ("plot", "old", "--checkpoint-dir", "ck"), 1,
+        "proverbot: error: ck/old has no metrics.csv: runs trained before proverbot recorded one, and imported runs, "
+        "have none", a_run_without_metrics),
+    Row("plot into a missing folder", ("plot", "--checkpoint-dir", CHECKPOINTS, "--output", "no/curves.png"), 1,
+        "proverbot: error: --output no/curves.png: the folder no does not exist; create it first."),
+    Row("plot as a text file", ("plot", "--checkpoint-dir", CHECKPOINTS, "--output", "curves.txt"), 1,
+        "proverbot: error: --output curves.txt: name a .png, .svg or .pdf file"),
+    Row("plot into a folder nobody may write", ("plot", "--checkpoint-dir", CHECKPOINTS, "--output", "/sys/c.png"), 1,
+        "proverbot: error: --output /sys/c.png: cannot write in the folder /sys ("),
     # sampling options and the destination: refused before anything is sampled or logged
     Row("generate --dtype garbage", (*GENERATE, "--dtype", "float64"), 2,
         "proverbot generate: error: argument --dtype: invalid choice: 'float64'"),
