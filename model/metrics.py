@@ -102,7 +102,6 @@ class MetricsLog:
     """metrics.csv, opened to append the rows of a training that starts at `step` (see the module's docstring)."""
 
     def __init__(self, path: Path, step: int):
-        self.path = path
         kept = [row for row in read_metrics(path) if row.step <= step] if path.exists() else []
         self.elapsed_before = next((row.elapsed_s for row in reversed(kept) if row.elapsed_s is not None), 0.0)
         self.started = time.perf_counter()
