@@ -20,7 +20,7 @@ from model.metrics import COLUMNS, METRICS, MetricsLog, Row, best_validation, re
 import model.train
 from model.run import load_state, save_run
 from model.schedule import lr_factor
-from model.train import Trainer, make_config, train
+from model.train import Trainer, TrainResult, make_config, train
 from tests.conftest import PROVERBS, tiny_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -232,12 +232,7 @@ def test_the_best_row_is_the_one_the_trainer_keeps():
 
 
 def test_the_training_report_says_where_the_curves_are(trained_run):
-    class Result:
-        folder, step, train_loss, val_loss, tokens_per_s, stopped = trained_run, 40, 3.0, 3.1, 1000.0, "steps"
-        usable_rate = copy_rate = None
-        processes, batch_size = 1, 8
-
-    report = training_report(Result())
+    report = training_report(TrainResult(trained_run, 40, 3.0, 3.1, 1000.0, "steps"))
     assert f"Loss curves: {trained_run / METRICS}; draw them with `proverbot plot tiny --checkpoint-dir " \
            f"{trained_run.parent}`" in report
 
