@@ -197,6 +197,7 @@ def export_merged(folder: Path, output: Path) -> str:
     meta = {key: run.meta[key] for key in ("base", "corpus", "step") if key in run.meta}
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         checkpoint_id = save_run(Run(partial, run.model, run.tokenizer, run.separator, run.blocks,
                                      {**meta, "merged_from": str(folder.resolve())}))
         os.rename(partial, output)  # onto an empty folder too
@@ -208,11 +209,13 @@ def export_merged(folder: Path, output: Path) -> str:
 
 
 def check_export_output(output: Path) -> None:
-    """A merged run goes into a new or empty folder whose parent exists; anything else is one line, before any work."""
+    """A merged run goes into a new or empty folder (its missing parents are made); anything else is one line, said
+    before any work."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ModelError(f"{output} already exists and is not an empty folder: name a new folder for the merged run.")
-    if not output.parent.is_dir():
-        raise ModelError(f"Cannot write {output}: the folder {output.parent} does not exist; create it first.")
+    existing = next(parent for parent in output.parents if parent.exists())
+    if not existing.is_dir():
+        raise ModelError(f"Cannot write {output}: {existing} is a file, not a folder.")
 
 
 def load_weights(folder: Path, config: GPT2Config, dtype: torch.dtype) -> GPT2LMHeadModel:

@@ -89,7 +89,7 @@ def test_a_lora_run_resumes_exactly(trained_run, tmp_path):
 
 
 def test_merged_export_matches_the_adapter_and_loads_in_transformers(lora_run, tmp_path, capsys):
-    output = tmp_path / "merged"
+    output = tmp_path / "new" / "merged"  # missing folders are made
     assert main(["export", str(lora_run), "--merge", str(output)]) == 0
     assert f"into {output}" in capsys.readouterr().out
     adapter_model = load_run(lora_run, merge_adapter=False).model
@@ -101,7 +101,7 @@ def test_merged_export_matches_the_adapter_and_loads_in_transformers(lora_run, t
     assert not [key for key in load_file(output / "model.safetensors") if "lora" in key or "base_layer" in key]
     for name in ("config.json", "generation_config.json", "tokenizer.json", "proverbot.json", "corpus.txt"):
         assert (output / name).is_file(), name
-    assert not list(tmp_path.glob(".merged*"))  # the temporary folder is gone
+    assert [p.name for p in output.parent.iterdir()] == ["merged"]  # the temporary folder is gone
     assert load_run(output).meta["merged_from"] == str(lora_run.resolve())  # a proverbot run as well
     peft_model = AutoPeftModelForCausalLM.from_pretrained(lora_run)  # peft's own loader reads the run folder
     assert (logits(peft_model) - expected).abs().max() < 1e-5
@@ -170,7 +170,7 @@ def test_train_merge_into_a_used_folder_is_refused_before_training(trained_run, 
     ("no adapter", "has no LoRA adapter, so there is nothing to merge"),
     ("output has files", "already exists and is not an empty folder"),
     ("output is a file", "already exists and is not an empty folder"),
-    ("no parent folder", "does not exist; create it first"),
+    ("parent is a file", "is a file, not a folder"),
     ("no such run", "No trained run 'nothere'"),
 ])
 def test_bad_exports(lora_run, trained_run, tmp_path, capsys, case, message):
@@ -182,8 +182,9 @@ def test_bad_exports(lora_run, trained_run, tmp_path, capsys, case, message):
         (output / "keep.txt").write_text("mine")
     elif case == "output is a file":
         output.write_text("mine")
-    elif case == "no parent folder":
-        output = tmp_path / "missing" / "merged"
+    elif case == "parent is a file":
+        (tmp_path / "file").write_text("mine")
+        output = tmp_path / "file" / "merged"
     elif case == "no such run":
         run = "nothere"
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -213,6 +214,13 @@ def lora_copy(lora_run, tmp_path):
 def edit_meta(folder, **changes):
     path = folder / "proverbot.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("name, damage", [("adapter_model.safetensors", b"\x00" * 10), ("adapter_config.json", b"{")])
+def test_a_damaged_adapter_file_is_named(lora_copy, name, damage):
+    (lora_copy / name).write_bytes(damage)
+    with pytest.raises(ModelError, match=f"The checkpoint cannot be loaded: .*{name} is corrupt or incomplete"):
+        load_run(lora_copy)
 
 
 @pytest.mark.parametrize("changes, message", [
