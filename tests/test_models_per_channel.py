@@ -142,6 +142,7 @@ async def test_a_checkpoint_saved_by_training_while_serving_is_picked_up_with_no
         while not training.done():                  # requests keep coming while training saves its checkpoint
             served.append(await core.ask(channel("c1")))
         new = (await training).step, checkpoint_id(runs / "alpha")
+        assert served                               # at least one request ran while training
         assert new[0] == 50 and new[1] != old
         after = await core.ask(channel("c1"))
         ids = [(await rows(core, a))[1] for a in served]
