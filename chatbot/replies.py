@@ -96,7 +96,7 @@ def status(s: Status) -> str:
     note = f" {s.note}" if s.note else ""
     where = f"on {model.device}" if model.backend == "in-process" else f"served by {model.backend}"
     return (f"Model: {model.run_name} (checkpoint {model.checkpoint_id or 'unknown'}) {where}; queue: "
-            f"{s.queue_length} waiting; posts in the last 24 h: {posts}.{note}{loaded_runs(s.loaded)}"
+            f"{s.queue_length} waiting; posts in the last 24 h: {posts}.{loaded_runs(s.loaded)}{note}"
             + (f" It learned from {s.learned_from} preference pairs of the votes." if s.learned_from else ""))
 
 
