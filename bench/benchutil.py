@@ -7,6 +7,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +53,22 @@ def rss_mb() -> float:
     """Resident memory of this process now (Linux /proc/self/statm)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child_peak_rss_mb(command: list[str], stdin: str, **popen) -> tuple[float, int]:
+    """Run `command` to its end with `stdin` as its input (its output is dropped): (its peak resident memory in MB,
+    exit status), as GNU time reports it (`/usr/bin/time -f %M`). Not this process's own wait4: a child spawned from
+    a process that holds torch starts its count with the parent's memory."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name, *command], input=stdin, text=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, **popen)
+        return int(report.read().split()[-1]) / 1024, done.returncode
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """The peak resident memory of a running process (VmHWM of /proc/PID/status, Linux), in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def busy_warning(other_load: float | None) -> str | None:

@@ -12,19 +12,38 @@ gpt-2-simple's side comes from ../shared/bench/run.sh (generate: nsamples=5, bat
 generate-long: the tutorial's one 1023-token sample, split afterwards), run after ours in the same process
 tree; skipped with a message where that stack is not installed. Figures are printed as name=value lines,
 then a short summary. See bench/README.md.
+
+With --server the same request also goes through model.remote.RemoteSampler to a `transformers serve` of the same
+run on 127.0.0.1 (started and stopped here, as tests/test_remote_sampler.py does), and a console bot (`proverbot
+run` answering one /proverb, then /quit) runs twice in a child process, sampling in-process and through that server:
+its peak resident memory with each.
 """
 
 import argparse
 import asyncio
 import os
+import shutil
+import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
-from benchutil import LagMonitor, OtherLoad, median_of, peak_rss_mb, print_notes, run_peer, seconds
+from benchutil import (
+    LagMonitor,
+    OtherLoad,
+    child_peak_rss_mb,
+    vm_hwm_mb,
+    median_of,
+    peak_rss_mb,
+    print_notes,
+    run_peer,
+    seconds,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))     # proverbot's packages, imported where used, also without installing it
@@ -48,10 +67,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="timed requests after one warm-up; the median is printed (default: %(default)s)")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="also run gpt-2-simple's generate and generate-long (../shared/bench; ~3 min on 2 CPU cores)")
+    p.add_argument("--server", action="store_true",
+                   help="also through a `transformers serve` of the same run on 127.0.0.1, and a console bot's peak "
+                        "memory sampling in-process and through it (needs a trained run)")
     p.add_argument("--build-random-run", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: child process
     args = p.parse_args(argv)
     if args.build_random_run:
         return args
+    if args.server and (args.random_init or args.stop_at):
+        p.error("--server samples a trained run's own stops (a server takes no --stop-at, and random weights never "
+                "stop at the separator): give --run-name, or nothing for the most recent run")
     if args.stop_at is None:
         args.stop_at = 30 if args.random_init else 0
     if (args.repeats < 1 or args.count < 1 or args.length < 8 or args.batch_size < 1
@@ -198,6 +223,84 @@ def peer_figures() -> tuple[dict[str, str], list[str]]:
     return figures, notes
 
 
+def start_server(folder: Path, device: str) -> tuple[subprocess.Popen, object, float]:
+    """`transformers serve FOLDER` on a free port of 127.0.0.1: the process, the model.remote.Server naming it (a
+    request names the folder) and the seconds until it answered GET /v1/models."""
+    from model.remote import RemoteError, Server
+
+    command = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    if command is None:
+        sys.exit('--server needs `transformers serve`: pip install "transformers[serving]" (the test extra)')
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.perf_counter()
+    process = subprocess.Popen([command, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port),
+                                "--device", device], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(f"http://127.0.0.1:{port}", str(folder), timeout=300)
+    while True:
+        try:
+            if str(folder) in server.models():
+                return process, server, time.perf_counter() - started
+        except RemoteError:
+            pass
+        if process.poll() is not None or time.perf_counter() - started > 300:
+            process.kill()
+            sys.exit(f"transformers serve {folder} did not answer on port {port} within 300 s")
+        time.sleep(0.5)
+
+
+def bot_peak_rss_mb(folder: Path, device: str, database: Path, **sampler) -> tuple[float, bool]:
+    """`proverbot run` as a console bot answering one /proverb with the run, in-process or through the server that
+    `sampler` names (PROVERBOT_SAMPLER_URL, ...): its peak resident memory in MB, and whether the generation it
+    logged in `database` is ok."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("PROVERBOT_", "DISCORD_",
+                                                                                     "SLACK_"))}
+    env |= {"PROVERBOT_CHECKPOINT_DIR": str(folder.parent), "PROVERBOT_RUN_NAME": folder.name,
+            "PROVERBOT_DEVICE": device, "PROVERBOT_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+            "PYTHONPATH": str(ROOT), **sampler}
+    peak, status = child_peak_rss_mb([sys.executable, "-m", "chatbot.cli", "run"], "/proverb\n/quit\n", env=env,
+                                     cwd=database.parent)
+    with closing(sqlite3.connect(database)) as log:
+        logged = log.execute("SELECT status FROM generations").fetchall()
+    return peak, status == 0 and logged == [("ok",)]
+
+
+def server_figures(folder: Path, device: str, request, repeats: int, tmp: str) -> dict[str, str]:
+    """The request through a RemoteSampler to a `transformers serve` of `folder`, and a console bot's peak memory
+    sampling in-process and through that server."""
+    from model.remote import open_remote
+
+    bot_in_process = bot_peak_rss_mb(folder, device, Path(tmp) / "in-process.db")
+    process, server, start_s = start_server(folder, device)
+    try:
+        sampler = open_remote(server, folder)
+        remote = asyncio.run(measure(lambda: sampler, request, repeats))
+        bot_remote = bot_peak_rss_mb(folder, device, Path(tmp) / "remote.db", PROVERBOT_SAMPLER_URL=server.url,
+                                     PROVERBOT_SAMPLER_MODEL=server.model)
+        server_peak = vm_hwm_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(60)
+    batch, median_s = remote["batch"], statistics.median(remote["times"])
+    return {
+        "server": f"transformers serve (its own generate, float32) on 127.0.0.1, {device}",
+        "server_start_s": f"{start_s:.2f}",
+        "server_other_processes_cores": "n/a" if remote["other"] is None else f"{remote['other']:.2f}",
+        "server_candidates_5_s": f"{median_s:.2f}",
+        "server_candidates_5_times_s": seconds(remote["times"]),
+        "server_candidates_5_samples": batch.samples,
+        "server_candidates_5_usable": len(batch.usable),
+        "server_candidates_5_tokens": batch.tokens,
+        **remote["lag"].figures("server_sampling"),
+        "server_peak_rss_mb": f"{server_peak:.0f}",
+        "bot_in_process_peak_rss_mb": f"{bot_in_process[0]:.0f}",
+        "bot_in_process_answered": "yes" if bot_in_process[1] else "no",
+        "bot_remote_peak_rss_mb": f"{bot_remote[0]:.0f}",
+        "bot_remote_answered": "yes" if bot_remote[1] else "no",
+    }
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.build_random_run:
@@ -249,6 +352,8 @@ def main(argv=None) -> int:
     }
     if device.type == "cuda":
         figures["peak_gpu_mb"] = f"{torch.cuda.max_memory_allocated() / 2**20:.0f}"
+    if args.server:
+        figures.update(server_figures(folder, device.type, request, args.repeats, tmp.name))
     notes = []
     if args.peer:
         peer, notes = peer_figures()
@@ -269,13 +374,22 @@ def main(argv=None) -> int:
     print(f"  proverbot:     {ours_s:6.2f} s  ({batch.samples} samples, {batch.tokens} tokens, "
           f"{len(batch.usable)} usable; load {figures['load_s']} s, peak memory {figures['peak_rss_mb']} MB, "
           f"event-loop lag p99 {figures['sampling_lag_p99_ms']} ms)")
+    if args.server:
+        print(f"  through transformers serve on 127.0.0.1: {float(figures['server_candidates_5_s']):6.2f} s  "
+              f"({figures['server_candidates_5_samples']} samples, {figures['server_candidates_5_tokens']} tokens, "
+              f"{figures['server_candidates_5_usable']} usable; the server's peak memory "
+              f"{figures['server_peak_rss_mb']} MB)")
+        print(f"  a console bot answering one /proverb: peak memory {figures['bot_in_process_peak_rss_mb']} MB "
+              f"sampling in-process, {figures['bot_remote_peak_rss_mb']} MB through the server (answered: "
+              f"{figures['bot_in_process_answered']}, {figures['bot_remote_answered']})")
     if "peer_5x100_s" in figures:
         print(f"  gpt-2-simple:  {float(figures['peer_5x100_s']):6.2f} s  for generate(nsamples=5, batch_size=5, "
               f"length=100): {figures['speedup_vs_peer_5x100']}x ours (goal: at least 8x)")
     if "peer_1x1023_s" in figures:
         print(f"  gpt-2-simple:  {float(figures['peer_1x1023_s']):6.2f} s  for the tutorial's one 1023-token sample "
               f"split afterwards: {figures['speedup_vs_peer_1x1023']}x ours (goal: at least 30x)")
-    print_notes(notes, {"ours": ours["other"], "the peer's": figures.get("peer_other_processes_cores")})
+    print_notes(notes, {"ours": ours["other"], "the server's": figures.get("server_other_processes_cores"),
+                        "the peer's": figures.get("peer_other_processes_cores")})
     tmp.cleanup()
     return 0
 
