@@ -12,8 +12,8 @@ unloaded by the one thread that drives torch, and a load never blocks the event 
 proverbot.json is read: a checkpoint id other than the loaded one is loaded first, the old weights kept until the
 new ones are in (a request that started on them finishes on them: one request at a time). A new checkpoint that
 does not load (training still saving it, a damaged file) leaves the old weights answering, with a warning, and is
-tried again at the next request. A run counts as the size of its model.safetensors (float32 weights; bfloat16 and
-int8 copies take less), so the budget errs on the safe side; the tensors of a request in progress come on top.
+tried again at the next request. A run counts as its weights in float32 (`weights_bytes`; bfloat16 and int8 copies
+take less), so the budget errs on the safe side; the tensors of a request in progress come on top.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ModelError
-from model.runinfo import WEIGHTS, checkpoint_id, loading, run_folder
+from model.runinfo import checkpoint_id, damaged, read_json, run_folder, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,19 @@ class LoadedRun:
     name: str
     checkpoint_id: str
     size: int               # bytes, as the budget counts them
+
+
+def weights_bytes(folder: Path) -> int:
+    """The bytes of a run's weights in float32, counted from its config.json (a LoRA run's: merged into its base),
+    or the ModelError naming a damaged config.json. GPT-2 124M: 475 MB (of 2**20 bytes)."""
+    config = read_json(folder / "config.json")
+    try:
+        width, layers, vocab, positions = (int(config[key]) for key in ("n_embd", "n_layer", "vocab_size",
+                                                                          "n_positions"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise damaged(folder / "config.json", err) from None
+    # token and position embeddings (the output layer shares the first); per block two layer norms, attention and MLP
+    return 4 * ((vocab + positions) * width + layers * (12 * width * width + 13 * width) + 2 * width)
 
 
 @dataclass
@@ -115,15 +128,15 @@ class Pool:
         """Load run `name` into the budget (unloading the least recently used others first); the copy it replaces,
         if any, answers until then."""
         folder = self.checkpoint_dir / name
-        with loading(folder / WEIGHTS):     # gone since the name was checked: the line naming it
-            size = (folder / WEIGHTS).stat().st_size
+        size = weights_bytes(folder)
         if size > self.budget:
             raise ModelError(f"Run {name} needs about {size / MB:,.1f} MB, more than model_memory_mb = "
                              f"{self.budget / MB:g} allows: raise model_memory_mb to serve it.")
         while self._runs and sum(e.size for n, e in self._runs.items() if n != name) + size > self.budget:
             self._unload(next(n for n in self._runs if n != name))
         sampler = self._open_run(folder)
-        if self._weights_id and sampler.checkpoint_id and self._weights_id(folder / WEIGHTS) != sampler.checkpoint_id:
+        saved = sampler.checkpoint_id
+        if self._weights_id and saved and self._weights_id(weights_file(folder)) != saved:
             raise ModelError(f"Run {name} is being saved (its weights are not those of its proverbot.json yet); "
                              "try again in a moment.")
         self._runs.pop(name, None)
