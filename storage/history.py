@@ -29,7 +29,8 @@ KINDS = {
     "blocklist": (BlockedWord, BlockedWordInfo),
     "moderation": (AuditEntry, AuditInfo),
 }
-MODERATION = ("candidate.veto", "blocklist.add", "blocklist.remove", "post.unpost")  # the audit's moderation actions
+# the audit's moderation actions
+MODERATION = ("candidate.veto", "blocklist.add", "blocklist.remove", "post.unpost", "model.use", "model.reload")
 
 
 def write_audit(session, action: str, actor_id: str | None, actor_name: str | None, target: str, detail: str,

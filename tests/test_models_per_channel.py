@@ -105,6 +105,7 @@ async def test_two_channels_on_two_runs_sample_from_their_own(runs):
         assert [r.name for r in pool.loaded()] == ["beta", "alpha"]        # both fit the default budget
         audit = await core.db.history("audit", limit=5)
         assert [(e.action, e.target, e.detail) for e in audit] == [("model.use", "discord/guild/c2", "beta")]
+        assert [e.action for e in await core.db.history("moderation")] == ["model.use"]   # proverbot history too
         listed = await core.list_runs(channel("c2"))
         assert ([r.name for r in listed.runs], listed.here, listed.default) == (["alpha", "beta"], "beta", "alpha")
         assert [r.step for r in listed.runs] == [40, 20]
