@@ -200,7 +200,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", help="where run folders live (default: settings' checkpoint_dir)")
     p.add_argument("--steps", type=int, help="training steps (-1: until Ctrl-C, --epochs or patience)")
     p.add_argument("--epochs", type=float, help="passes over the corpus, instead of --steps")
-    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int, help="windows of text per micro-batch; under torchrun the "
+                   "global batch, split evenly across the processes (a multiple of their number)")
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--accumulate-gradients", type=positive_int)
     p.add_argument("--sample-every", type=positive_int, help="print samples every N steps")
