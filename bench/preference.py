@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--short-words", type=int, default=8, help="(default: %(default)s)")
     p.add_argument("--word", default="lord", help="(default: %(default)s)")
     p.add_argument("--start-word", default="the", help="(default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, help="tuning's (default: TuneConfig's)")
+    p.add_argument("--anchor", type=float, help="tuning's weight of the chosen texts' likelihood (default: its own)")
     return p.parse_args(argv)
 
 
@@ -115,7 +117,7 @@ async def vote_batches(folder: Path, has, batches: int, seed: int) -> int:
     return cast
 
 
-def tune_on_votes(folder: Path) -> tuple[int, float]:
+def tune_on_votes(folder: Path, options: dict) -> tuple[int, float]:
     """As `proverbot train --from-votes`: the log's pairs of this run, tuned with the defaults. (pairs, seconds)"""
     from chatbot.storage_cli import with_database
     from model.preference import TuneConfig, own_pairs, tune
@@ -123,7 +125,8 @@ def tune_on_votes(folder: Path) -> tuple[int, float]:
     pairs = with_database(lambda db: db.preference_pairs(folder.name))
     kept = own_pairs(folder, [(p.prompt, p.chosen, p.rejected, p.checkpoint_id, p.generation_id) for p in pairs])
     started = time.perf_counter()
-    result = tune(folder, kept, TuneConfig(device="cpu"), {"batches": len({p[4] for p in kept})}, progress=False)
+    result = tune(folder, kept, TuneConfig(device="cpu", **options), {"batches": len({p[4] for p in kept})},
+                  progress=False)
     return result.pairs, time.perf_counter() - started
 
 
@@ -137,7 +140,8 @@ def one(folder: Path, taste: str, args, seed: int, work: Path) -> dict:
     os.environ["PROVERBOT_DATABASE_URL"] = f"sqlite+aiosqlite:///{copy.parent / 'log.db'}"
     before = measure(copy, has, args.samples, seed)
     votes = asyncio.run(vote_batches(copy, has, args.batches, seed))
-    pairs, seconds = tune_on_votes(copy)
+    options = {k: getattr(args, k) for k in ("learning_rate", "anchor") if getattr(args, k) is not None}
+    pairs, seconds = tune_on_votes(copy, options)
     after = measure(copy, has, args.samples, seed)
     return {"votes": votes, "pairs": pairs, "tune_s": seconds,
             **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}

@@ -39,7 +39,7 @@ def add_train_argument(train) -> None:
     train.add_argument("--from-votes", action="store_true", default=None,
                        help="tune the run (--run-name, default: the bot's) on the preference pairs of its votes "
                        "(Direct Preference Optimization) instead of training on a corpus; takes --learning-rate "
-                       "(default 1e-3), --epochs (3), --batch-size (8 pairs), --lora (default: for runs of 100M "
+                       "(default 1e-4), --epochs (3), --batch-size (8 pairs), --lora (default: for runs of 100M "
                        "parameters and more), --seed, --device")
 
 

@@ -68,7 +68,7 @@ class TuneConfig:
 
     beta: float = 0.1               # how far from the reference the votes may pull (DPO's beta)
     anchor: float = 1.0             # weight of the chosen texts' own likelihood (per token): keeps the run fluent
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     epochs: int = 3                 # passes over the pairs
     batch_size: int = 8             # pairs per step
     lora: bool | None = None        # rank-8 LoRA adapters (merged before saving); None: for LORA_FROM parameters up

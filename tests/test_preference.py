@@ -157,7 +157,7 @@ def test_tuning_moves_a_learnable_preference(run_copy):
 
     pairs, held_out = taste_pairs(24), taste_pairs(24, offset=30)
     before = mean_margin(run_copy, held_out)
-    result = tune(run_copy, pairs, TuneConfig(device="cpu"), progress=False)
+    result = tune(run_copy, pairs, TuneConfig(learning_rate=1e-3, device="cpu"), progress=False)
     assert mean_margin(run_copy, held_out) > before + 1.0     # nats: sayings starting with "he" became likelier
     assert result.prefers_after > result.prefers_before
     assert (result.pairs, result.steps) == (24, 9)           # 3 epochs of 3 batches of 8
