@@ -334,7 +334,8 @@ class Core:
 
     async def status(self) -> Status:
         usage = await self.poster.usage()
-        pairs = await asyncio.to_thread(learned_from, self.runs.folder(None)) if self.runs else None
+        runs = self.runs    # the pairs its default run learned from (None: never tuned, or its folder gone)
+        pairs = await asyncio.to_thread(learned_from, runs.checkpoint_dir / runs.default) if runs else None
         return Status(self.model_info(), self.worker.queue_length(), usage[0].posts_last_24h, usage[0].name,
                       tuple(usage), self.publishers.note, self.runs.loaded() if self.runs else (), pairs)
 
