@@ -78,10 +78,16 @@ def one_line(text: str) -> str:
 
 
 def cmd_train_from_votes(args) -> None:
-    """Tune the run on its pairs; one line for a run that does not exist, too few pairs or another tokenizer."""
+    """Tune the run on its pairs; one line for a run that does not exist, too few pairs, another tokenizer or
+    torchrun (the tuning is a single process)."""
+    from model.distributed import from_env
     from model.preference import TuneConfig, own_pairs, tune
     from model.runinfo import find_run, run_folder
 
+    world = from_env()
+    if world.is_distributed:
+        raise ProverbotError(f"train --from-votes tunes in one process: run it without torchrun (WORLD_SIZE is "
+                             f"{world.size}).")
     cfg = TuneConfig(**tune_options(args))       # bad options before anything is read
     settings = load_settings()
     checkpoint_dir = args.checkpoint_dir or settings.checkpoint_dir

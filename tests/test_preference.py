@@ -217,11 +217,16 @@ BAD = [  # (what, batches voted in the log, the sampling checkpoint (None: the r
     ("nan rate", 12, None, ["--learning-rate", "nan"], "learning_rate must be between 0 and 1 (got nan)"),
     ("huge seed", 12, None, ["--seed", str(2**70)], "seed must be from 0 to 2**63 - 1"),
     ("no such device", 12, None, ["--device", "tpu"], "Device 'tpu' is not a device"),
+    ("under torchrun", 12, None, [], "train --from-votes tunes in one process: run it without torchrun"),
 ]
+ENV = {"under torchrun": {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}}   # as torchrun sets them
 
 
 @pytest.mark.parametrize("what,batches,checkpoint,extra,line", BAD, ids=[row[0] for row in BAD])
-def test_bad_input_is_one_line_and_changes_nothing(run_copy, capsys, what, batches, checkpoint, extra, line):
+def test_bad_input_is_one_line_and_changes_nothing(run_copy, capsys, monkeypatch, what, batches, checkpoint, extra,
+                                                   line):
+    for name, value in ENV.get(what, {}).items():
+        monkeypatch.setenv(name, value)
     before = meta(run_copy)
     if batches:
         voted_log(batches, checkpoint or before["checkpoint_id"])
