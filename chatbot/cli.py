@@ -366,7 +366,8 @@ def print_summary(batch, count: int) -> None:
     rejected = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in batch.rejected_summary().items())
     note = f"; filtered out {len(batch.rejected)}: {rejected}" if batch.rejected else ""
     short = f" (only {len(batch.usable)} of {count} wanted)" if len(batch.usable) < count else ""
-    print(f"[{batch.run_name} {batch.checkpoint_id} on {batch.device}: {len(batch.usable)} candidates{short} "
+    usable = f"{len(batch.usable)} candidate{'' if len(batch.usable) == 1 else 's'}"
+    print(f"[{batch.run_name} {batch.checkpoint_id} on {batch.device}: {usable}{short} "
           f"from {batch.samples} samples in {batch.seconds:.1f}s{note}; logged as generation #{batch.generation_id}]",
           file=sys.stderr)
 

@@ -43,7 +43,8 @@ def asked(result: AskResult, how_to_vote: str) -> str:
     short = f" (only {shown} of {result.wanted} wanted)" if shown < result.wanted else ""
     reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in result.filtered.items())
     filtered = f"; filtered out {result.filtered_out}: {reasons}" if result.filtered_out else ""
-    return (f"[{shown} candidates{short} from {result.samples} samples in {result.seconds:.1f}s{filtered}; "
+    candidates = f"{shown} candidate{'' if shown == 1 else 's'}"
+    return (f"[{candidates}{short} from {result.samples} samples in {result.seconds:.1f}s{filtered}; "
             f"generation #{result.generation_id}. {how_to_vote}]")
 
 

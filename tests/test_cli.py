@@ -211,7 +211,7 @@ def test_the_default_output_is_the_answer(trained_run, tmp_path):
                "--count", "1", "--length", "5", "--seed", "2"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(r"\[tiny \S+ on cpu: 1 candidates from \d+ samples in [\d.]+s.*; logged as generation #1\]\n",
+    assert re.fullmatch(r"\[tiny \S+ on cpu: 1 candidate from \d+ samples in [\d.]+s.*; logged as generation #1\]\n",
                         done.stderr), done.stderr
 
 
