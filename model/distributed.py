@@ -89,6 +89,7 @@ def process_group(world: World, device: torch.device):
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank, world_size=world.size)
     try:
         yield
+        dist.barrier()  # every process done: no collective still settling in gloo's threads when the group goes
     finally:
         dist.destroy_process_group()
 

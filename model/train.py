@@ -8,6 +8,7 @@ model/signals.py); `restore_from="latest"` resumes step count, optimizer and ran
 """
 
 import contextlib
+import gc
 import logging
 import math
 import random
@@ -534,6 +535,13 @@ class Trainer:
         return TrainResult(self.folder, self.step, loss, self.last_val, rate, self.signals.stopped or stopped,
                            processes=self.world.size, batch_size=cfg.batch_size)
 
+    def disconnect(self) -> None:
+        """Free DDP's wrapper while the processes are still connected. Its reducer holds the process group, and
+        gloo's teardown waits for worker threads that may need the GIL: if the reducer went last, with the GIL held,
+        after destroy_process_group, a process hung at exit (seen here on a busy CPU)."""
+        self.train_model = self.model
+        gc.collect()
+
     def metrics_log(self):
         """metrics.csv in the run folder (model/metrics.py), written by rank 0 alone."""
         return MetricsLog(self.folder / METRICS, self.step) if self.world.is_main else contextlib.nullcontext()
@@ -610,7 +618,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         log.info("training %s on %s: %d train / %d validation blocks, %s parameters, device %s",
                  cfg.run_name, cfg.corpus, len(trainer.train_blocks), len(trainer.val_blocks),
                  f"{sum(p.numel() for p in trainer.model.parameters()):,}", trainer.device)
-        result = trainer.train()
+        try:
+            result = trainer.train()
+        finally:
+            trainer.disconnect()
     if cfg.eval_samples and result.stopped in ("steps", "patience") and world.is_main:
         result.usable_rate, result.copy_rate = quality_rates(result.folder, cfg.eval_samples,
                                                              device=str(trainer.device))
