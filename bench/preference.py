@@ -65,8 +65,8 @@ def share(texts: list[str], has) -> float:
     return sum(map(has, texts)) / len(texts) if texts else 0.0
 
 
-def measure(folder: Path, has, samples: int, seed: int) -> dict:
-    """Taste share among fresh usable candidates, held-out perplexity, usable and copy rates of raw samples."""
+def measure(folder: Path, samples: int, seed: int) -> dict:
+    """Fresh usable candidates' texts, held-out perplexity, usable and copy rates of raw samples."""
     from model.candidates import SampleRequest
     from model.run import load_run
     from model.sample import Sampler
@@ -76,8 +76,13 @@ def measure(folder: Path, has, samples: int, seed: int) -> dict:
     batch = Sampler(run).candidates(SampleRequest(count=samples, batch_size=50, seed=10_000 + seed))
     held_out = hold_out(run.blocks, 0.1, 1234)[1]
     usable, copies = quality_rates(folder, samples)
-    return {"taste": share([c.text for c in batch.usable], has), "perplexity": perplexity(run, held_out),
-            "usable": usable, "copies": copies}
+    return {"texts": [c.text for c in batch.usable], "perplexity": perplexity(run, held_out), "usable": usable,
+            "copies": copies}
+
+
+def figures(measured: dict, has) -> dict:
+    """measure()'s figures, the texts replaced by the share with the taste."""
+    return {"taste": share(measured["texts"], has), **{k: v for k, v in measured.items() if k != "texts"}}
 
 
 async def vote_batches(folder: Path, has, batches: int, seed: int) -> int:
@@ -130,7 +135,8 @@ def tune_on_votes(folder: Path, options: dict) -> tuple[int, float]:
     return result.pairs, time.perf_counter() - started
 
 
-def one(folder: Path, taste: str, args, seed: int, work: Path) -> dict:
+def one(folder: Path, taste: str, args, seed: int, work: Path, before: dict) -> dict:
+    """One taste and seed on a fresh copy of the run; `before`: measure() of the run with this seed."""
     import torch
 
     torch.manual_seed(seed)
@@ -138,11 +144,11 @@ def one(folder: Path, taste: str, args, seed: int, work: Path) -> dict:
     copy = work / f"{taste}-{seed}" / folder.name
     shutil.copytree(folder, copy)
     os.environ["PROVERBOT_DATABASE_URL"] = f"sqlite+aiosqlite:///{copy.parent / 'log.db'}"
-    before = measure(copy, has, args.samples, seed)
+    before = figures(before, has)
     votes = asyncio.run(vote_batches(copy, has, args.batches, seed))
     options = {k: getattr(args, k) for k in ("learning_rate", "anchor") if getattr(args, k) is not None}
     pairs, seconds = tune_on_votes(copy, options)
-    after = measure(copy, has, args.samples, seed)
+    after = figures(measure(copy, args.samples, seed), has)
     return {"votes": votes, "pairs": pairs, "tune_s": seconds,
             **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
 
@@ -157,14 +163,15 @@ def main(argv=None) -> int:
     transformers.logging.disable_progress_bar()
     folder = find_run(args.checkpoint_dir, args.run_name)
     seeds = [int(s) for s in args.seeds.split(",")]
-    table = {}
+    table, started = {}, time.perf_counter()
+    before = {seed: measure(folder, args.samples, seed) for seed in seeds}   # the same for every taste
     with tempfile.TemporaryDirectory() as tmp:
         for taste in args.tastes.split(","):
-            figures = [one(folder, taste, args, seed, Path(tmp)) for seed in seeds]
-            for seed, fig in zip(seeds, figures):
-                for name, value in fig.items():
+            rows = [one(folder, taste, args, seed, Path(tmp), before[seed]) for seed in seeds]
+            for seed, row in zip(seeds, rows):
+                for name, value in row.items():
                     print(f"{taste}_seed{seed}_{name}={value:.4g}", flush=True)
-            table[taste] = {name: statistics.median(f[name] for f in figures) for name in figures[0]}
+            table[taste] = {name: statistics.median(row[name] for row in rows) for name in rows[0]}
     print(f"\nMedians over seeds {args.seeds}, run {folder.name}, {args.batches} batches, {args.samples} samples:")
     print(f"{'taste':9} {'votes':>5} {'pairs':>5} {'share':>13} {'perplexity':>15} {'usable':>11} {'copies':>11} "
           f"{'tune s':>6}")
@@ -172,6 +179,7 @@ def main(argv=None) -> int:
         print(f"{taste:9} {m['votes']:5.0f} {m['pairs']:5.0f} {m['taste_before']:5.0%} → {m['taste_after']:5.0%} "
               f"{m['perplexity_before']:6.2f} → {m['perplexity_after']:6.2f} {m['usable_before']:4.0%} → "
               f"{m['usable_after']:4.0%} {m['copies_before']:4.0%} → {m['copies_after']:4.0%} {m['tune_s']:6.0f}")
+    print(f"total_s={time.perf_counter() - started:.0f}")
     return 0
 
 
