@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from model.base import pick_device
 from model.errors import ModelError
 from model.lora import wrap
-from model.run import Run, load_run, load_state, save_run, saved_checkpoints
+from model.run import Run, copy_checkpoint, load_run, load_state, save_run, saved_checkpoints
 from model.runinfo import read_meta
 from model.tokenizer import separator_ids
 
@@ -230,10 +230,6 @@ def share(flags: torch.Tensor) -> float:
 def keep_previous(folder: Path) -> None:
     """Copy the run's current checkpoint (its files) to <run>/before-votes/, replacing an older copy."""
     staging = folder / f".{PREVIOUS}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for path in folder.iterdir():
-        if path.is_file():
-            shutil.copy2(path, staging / path.name)
+    copy_checkpoint(folder, staging)
     shutil.rmtree(folder / PREVIOUS, ignore_errors=True)
     staging.rename(folder / PREVIOUS)

@@ -123,17 +123,21 @@ def finish_save(folder: Path) -> None:
     staging.rmdir()
 
 
+def copy_checkpoint(folder: Path, dest: Path) -> None:
+    """Copy a run's checkpoint (the files of its folder, not its subfolders) into dest, emptied first."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir()
+    for path in folder.iterdir():
+        if path.is_file():
+            shutil.copy2(path, dest / path.name)
+
+
 def _keep_old_checkpoint(folder: Path, max_checkpoints: int) -> None:
     """gpt-2-simple's max_checkpoints: keep the previous ones as step-<n>/ folders, oldest pruned."""
     if max_checkpoints <= 1 or not (folder / META).exists():
         return
     step = json.loads((folder / META).read_text()).get("step", 0)
-    old = folder / f"step-{step:07d}"
-    shutil.rmtree(old, ignore_errors=True)
-    old.mkdir()
-    for path in folder.iterdir():
-        if path.is_file():
-            shutil.copy2(path, old / path.name)
+    copy_checkpoint(folder, folder / f"step-{step:07d}")
     kept = sorted(folder.glob("step-*"))
     for stale in kept[: max(0, len(kept) - (max_checkpoints - 1))]:
         shutil.rmtree(stale)
