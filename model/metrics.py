@@ -104,6 +104,7 @@ class MetricsLog:
     def __init__(self, path: Path, step: int):
         kept = [row for row in read_metrics(path) if row.step <= step] if path.exists() else []
         self.elapsed_before = next((row.elapsed_s for row in reversed(kept) if row.elapsed_s is not None), 0.0)
+        self.tokens_before = kept[-1].tokens if kept else 0
         self.started = time.perf_counter()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,9 +51,11 @@ import torch.nn.functional as F
 from model.base import pick_device
 from model.errors import ModelError
 from model.lora import wrap
+from model.metrics import METRICS, MetricsLog
 from model.run import Run, copy_checkpoint, load_run, load_state, save_run, saved_checkpoints
 from model.runinfo import read_meta
 from model.tokenizer import separator_ids
+from model.train import TrainConfig, hold_out, perplexity
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,9 @@ class TuneConfig:
 
     beta: float = 0.1               # how far from the reference the votes may pull (DPO's beta)
     anchor: float = 1.0             # weight of the chosen texts' own likelihood (per token): keeps the run fluent
+    corpus: float = 1.0             # weight of the corpus's own likelihood (per token, its training blocks)
+    max_perplexity_rise: float = 0.1  # held-out perplexity may rise this much over the run's before any votes
+    check_every: int = 10           # steps between two held-out perplexity checks
     learning_rate: float = 1e-4
     epochs: int = 3                 # passes over the pairs
     batch_size: int = 8             # pairs per step
@@ -78,6 +83,11 @@ class TuneConfig:
     def __post_init__(self):
         checks = [(0 < self.beta <= 10, f"beta must be above 0 and at most 10 (got {self.beta})"),
                   (0 <= self.anchor <= 100, f"anchor must be from 0 to 100 (got {self.anchor})"),
+                  (0 <= self.corpus <= 100, f"corpus must be from 0 to 100 (got {self.corpus})"),
+                  (0 < self.max_perplexity_rise <= 100,
+                   f"max_perplexity_rise must be above 0 and at most 100 (got {self.max_perplexity_rise})"),
+                  (isinstance(self.check_every, int) and 1 <= self.check_every <= 100_000,
+                   f"check_every must be a whole number from 1 to 100000 (got {self.check_every})"),
                   (0 < self.learning_rate < 1, f"learning_rate must be between 0 and 1 (got {self.learning_rate})"),
                   (isinstance(self.epochs, int) and 1 <= self.epochs <= 1000,
                    f"epochs must be a whole number from 1 to 1000 (got {self.epochs})"),
@@ -94,10 +104,24 @@ class TuneResult:
     checkpoint_id: str
     previous_id: str
     pairs: int
-    steps: int
+    steps: int                      # the steps kept (a check over the perplexity budget drops the steps since the last)
     seconds: float
     prefers_before: float           # share of pairs whose chosen text the model finds likelier than the rejected
     prefers_after: float
+    perplexity: "Perplexity"
+    stopped: str                    # "epochs", or "perplexity": the budget stopped it early
+
+
+@dataclass
+class Perplexity:
+    """Held-out perplexity on the run's validation blocks: before any votes (base), before and after this tuning."""
+
+    base: float | None
+    before: float | None
+    after: float | None = None
+
+    def limit(self, rise: float) -> float:
+        return self.base * (1 + rise) if self.base else math.inf
 
 
 def own_pairs(folder: Path, pairs: list[tuple]) -> list[tuple]:
@@ -180,47 +204,157 @@ def tune(folder: Path, pairs: list[tuple], cfg: TuneConfig, source: dict | None 
     adapter = hasattr(run.model, "peft_config")  # a LoRA run tunes its own adapter
     pad_id = run.tokenizer.eos_token_id
     encoded = [(encode(run, p, c), encode(run, p, r)) for p, c, r, *_ in pairs]
+    train_blocks, val_blocks = hold_out(run.blocks, TrainConfig.val_fraction, TrainConfig.seed)
+    corpus = [encode(run, "", block) for block in train_blocks] if cfg.corpus else []
     ref_chosen, ref_rejected = pair_log_probs(run.model, encoded, pad_id, cfg.batch_size)
     lora = not adapter and (cfg.lora if cfg.lora is not None else run.model.num_parameters() >= LORA_FROM)
     model = wrap(run.model) if lora else run.model
-    steps, loss = optimise(model, encoded, (ref_chosen, ref_rejected), cfg, pad_id)
+    guard = Guard(replace(run, model=model), val_blocks, base_perplexity(run.meta), cfg)
+    start_step = int(run.meta.get("step", 0))
+    with MetricsLog(folder / METRICS, start_step) as metrics:
+        steps, loss, stopped = optimise(model, encoded, (ref_chosen, ref_rejected), corpus, guard, cfg, pad_id,
+                                        Rows(metrics, start_step))
+    if not steps:
+        raise ModelError(f"Tuning run {folder.name!r} stopped at its first check (step {cfg.check_every}): held-out "
+                         f"perplexity rose over {guard.perplexity.limit(cfg.max_perplexity_rise):.1f} "
+                         f"({cfg.max_perplexity_rise:.0%} over {guard.perplexity.base:.1f}, the run's before any "
+                         "votes). Nothing changed: try a lower --learning-rate.")
     if progress:
-        log.info("tuned on %d pairs in %d steps: last loss %.4f", len(pairs), steps, loss)
+        log.info("tuned on %d pairs in %d steps (%s): last loss %.4f", len(pairs), steps, stopped, loss)
     run.model = model.merge_and_unload() if lora else model
     chosen, rejected = pair_log_probs(run.model, encoded, pad_id, cfg.batch_size)
     previous = run.checkpoint_id
+    run.meta["step"] = start_step + steps
     run.meta["votes"] = {"pairs": len(pairs), **(source or {}), "tuned_from": previous,
                          "at": datetime.now(UTC).isoformat(timespec="seconds"), "method": "dpo", "beta": cfg.beta,
-                         "lora": lora or adapter, "epochs": cfg.epochs}
+                         "lora": lora or adapter, "epochs": cfg.epochs, "steps": steps, "stopped": stopped,
+                         "step": run.meta["step"], "perplexity": asdict(guard.perplexity)}
     keep_previous(folder)
-    checkpoint_id = save_run(run, load_state(folder))
+    checkpoint_id = save_run(run, advanced(load_state(folder), steps))
     return TuneResult(folder, checkpoint_id, previous, len(pairs), steps, time.perf_counter() - started,
-                      share(ref_chosen > ref_rejected), share(chosen > rejected))
+                      share(ref_chosen > ref_rejected), share(chosen > rejected), guard.perplexity, stopped)
 
 
-def optimise(model, encoded: list, reference: tuple[torch.Tensor, torch.Tensor], cfg: TuneConfig,
-             pad_id: int) -> tuple[int, float]:
-    """`cfg.epochs` shuffled passes over the pairs, `cfg.batch_size` at a time; returns the steps and last loss."""
+def base_perplexity(meta: dict) -> float | None:
+    """The held-out perplexity of the run before any votes, when its checkpoint is a tuned one that no training on
+    the corpus followed (proverbot.json's "votes"); None: the run's current perplexity is the base."""
+    votes = meta.get("votes")
+    if not isinstance(votes, dict) or votes.get("step") != meta.get("step"):
+        return None
+    base = (votes.get("perplexity") or {}).get("base") if isinstance(votes.get("perplexity"), dict) else None
+    return float(base) if isinstance(base, int | float) and math.isfinite(base) and base > 0 else None
+
+
+def advanced(state: dict | None, steps: int) -> dict | None:
+    """The training state with the tuning's steps counted: corpus training resumes after them (metrics.csv)."""
+    if state is not None and "step" in state:
+        state["step"] = int(state["step"]) + steps
+    return state
+
+
+class Guard:
+    """Held-out perplexity every `check_every` steps: the run may not rise more than `max_perplexity_rise` over its
+    perplexity before any votes. The weights of the last check within that are kept; a check over it restores them
+    and stops the tuning. A run without validation blocks (a corpus under 10 blocks) is not checked."""
+
+    def __init__(self, run: Run, blocks: list[str], base: float | None, cfg: TuneConfig):
+        self.run, self.blocks, self.rise = run, blocks, cfg.max_perplexity_rise
+        before = perplexity(run, blocks) if blocks else None
+        self.perplexity = Perplexity(base or before, before, before)
+        if before is not None and before > self.perplexity.limit(self.rise):
+            raise ModelError(f"Run {run.folder.name!r}: its held-out perplexity is {before:.1f}, already "
+                             f"{before / self.perplexity.base - 1:.0%} over {self.perplexity.base:.1f} before any "
+                             f"votes; tuning may add at most {self.rise:.0%} (max_perplexity_rise). Nothing changed.")
+        self.kept, self.kept_step, self.over = self.snapshot(), 0, False
+
+    def trainable(self):
+        return [(name, p) for name, p in self.run.model.named_parameters() if p.requires_grad]
+
+    def snapshot(self) -> dict:
+        return {name: p.detach().clone() for name, p in self.trainable()}
+
+    def check(self, step: int) -> float | None:
+        """After `step`: the held-out loss, log(perplexity) (None without validation blocks); `over` says whether it
+        was over the limit (and the weights went back to the last check's)."""
+        if not self.blocks:
+            return None
+        value = perplexity(self.run, self.blocks)
+        self.over = value > self.perplexity.limit(self.rise)
+        if self.over:
+            with torch.no_grad():
+                for name, p in self.trainable():
+                    p.copy_(self.kept[name])
+            log.info("step %d: held-out perplexity %.2f, over the limit %.2f: back to step %d", step, value,
+                     self.perplexity.limit(self.rise), self.kept_step)
+        else:
+            self.kept, self.kept_step, self.perplexity.after = self.snapshot(), step, value
+        return math.log(value)
+
+
+class Rows:
+    """metrics.csv rows of the tuning, numbered after the run's step; written when the tuning ends, only those of
+    the steps kept."""
+
+    def __init__(self, metrics: MetricsLog, start_step: int):
+        self.metrics, self.start_step, self.rows, self.tokens = metrics, start_step, [], metrics.tokens_before
+        self.started = time.perf_counter()
+
+    def add(self, step: int, tokens: int, loss: float, val_loss: float | None, lr: float) -> None:
+        self.tokens += tokens
+        rate = (self.tokens - self.metrics.tokens_before) / (time.perf_counter() - self.started)
+        self.rows.append((self.start_step + step, self.tokens, loss, val_loss, lr, rate))
+
+    def write(self, steps: int) -> None:
+        for row in self.rows[:steps]:
+            self.metrics.write(*row)
+
+
+def optimise(model, encoded: list, reference: tuple[torch.Tensor, torch.Tensor], corpus: list, guard: Guard,
+             cfg: TuneConfig, pad_id: int, rows: Rows) -> tuple[int, float, str]:
+    """`cfg.epochs` shuffled passes over the pairs, `cfg.batch_size` at a time, each step with as many corpus blocks;
+    returns the steps kept, the last loss and why it stopped ("epochs" or "perplexity")."""
     model.eval()  # no dropout: the policy starts equal to the reference
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
-    order, steps, loss = list(range(len(encoded))), 0, torch.tensor(math.nan)
+    order, loss = list(range(len(encoded))), math.nan
     rng = random.Random(cfg.seed)
-    for _ in range(cfg.epochs):
-        rng.shuffle(order)
-        for i in range(0, len(order), cfg.batch_size):
-            part = order[i:i + cfg.batch_size]
-            both = log_probs(model, [encoded[j][0] for j in part] + [encoded[j][1] for j in part], pad_id)
-            chosen = both[:len(part)]
-            loss = dpo_loss(chosen, both[len(part):], reference[0][part], reference[1][part], cfg.beta)
-            tokens = torch.tensor([continuation_tokens(encoded[j][0]) for j in part], device=chosen.device)
-            loss = loss + cfg.anchor * (-chosen / tokens).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            steps += 1
-    return steps, loss.item()
+    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    total = cfg.epochs * len(batches)
+    for step in range(1, total + 1):
+        if (step - 1) % len(batches) == 0:
+            rng.shuffle(order)
+            batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        part = batches[(step - 1) % len(batches)]
+        blocks = rng.sample(corpus, min(len(corpus), cfg.batch_size))
+        loss, tokens = step_loss(model, [encoded[j] for j in part], [reference[0][part], reference[1][part]],
+                                 blocks, cfg, pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        val_loss = guard.check(step) if step % cfg.check_every == 0 or step == total else None
+        rows.add(step, tokens, loss.item(), val_loss, cfg.learning_rate)
+        if val_loss is not None and guard.over:
+            rows.write(guard.kept_step)
+            return guard.kept_step, loss.item(), "perplexity"
+    rows.write(total)
+    return total, loss.item(), "epochs"
+
+
+def step_loss(model, pairs: list, reference: list, blocks: list, cfg: TuneConfig,
+              pad_id: int) -> tuple[torch.Tensor, int]:
+    """DPO on the pairs + the chosen texts' and the corpus blocks' negative log-likelihood per token; and the
+    tokens it read."""
+    both = log_probs(model, [c for c, _ in pairs] + [r for _, r in pairs] + blocks, pad_id)
+    chosen, rejected, corpus = both[:len(pairs)], both[len(pairs):2 * len(pairs)], both[2 * len(pairs):]
+    loss = dpo_loss(chosen, rejected, reference[0], reference[1], cfg.beta)
+    lengths = [continuation_tokens(c) for c, _ in pairs]
+    loss = loss + cfg.anchor * (-chosen / torch.tensor(lengths, device=chosen.device)).mean()
+    if blocks:
+        sizes = [continuation_tokens(block) for block in blocks]
+        loss = loss + cfg.corpus * (-corpus / torch.tensor(sizes, device=corpus.device)).mean()
+    tokens = sum(len(ids) for pair in pairs for ids, _ in pair) + sum(len(ids) for ids, _ in blocks)
+    return loss, tokens
 
 
 def share(flags: torch.Tensor) -> float:

@@ -3,6 +3,7 @@ export`, and `proverbot train --from-votes` on the session's tiny model."""
 
 import asyncio
 import json
+import math
 import os
 import shutil
 from datetime import UTC, datetime
@@ -199,10 +200,77 @@ def test_train_from_votes_saves_a_new_checkpoint_and_keeps_the_old(run_copy, cap
     assert new["checkpoint_id"] != old["checkpoint_id"]
     assert new["checkpoints"][-2:] == [old["checkpoint_id"], new["checkpoint_id"]]   # still its tokenizer's lineage
     assert new["votes"]["pairs"] == 24 and new["votes"]["batches"] == 12
-    assert new["votes"]["tuned_from"] == old["checkpoint_id"] and new["step"] == old["step"]
+    assert new["votes"]["tuned_from"] == old["checkpoint_id"] and new["step"] == old["step"] + 9   # 3 epochs of 3
     assert meta(run_copy / "before-votes")["checkpoint_id"] == old["checkpoint_id"]    # the previous one, loadable
     assert (run_copy / "training_state.pt").is_file()                                 # corpus training resumes
     assert not list(run_copy.glob(".*"))                                               # no staging left behind
+
+
+def test_tuning_writes_metrics_rows_after_the_runs_step(run_copy):
+    from model.metrics import read_metrics
+    from model.preference import TuneConfig, tune
+
+    step = meta(run_copy)["step"]
+    before = read_metrics(run_copy / "metrics.csv")
+    result = tune(run_copy, taste_pairs(24), TuneConfig(device="cpu", check_every=4), progress=False)
+    rows = read_metrics(run_copy / "metrics.csv")
+    assert rows[:len(before)] == before and [r.step for r in rows[len(before):]] == list(range(step + 1, step + 10))
+    tuned = rows[len(before):]
+    assert [r.val_loss is not None for r in tuned] == [i in (4, 8, 9) for i in range(1, 10)]   # checks, and the last
+    assert all(b.tokens > a.tokens for a, b in zip(rows[len(before) - 1:], tuned))
+    assert tuned[-1].val_loss == pytest.approx(math.log(result.perplexity.after))
+    assert meta(run_copy)["votes"]["perplexity"] == {"base": result.perplexity.before,
+                                                     "before": result.perplexity.before,
+                                                     "after": result.perplexity.after}
+    assert torch.load(run_copy / "training_state.pt", weights_only=False)["step"] == step + 9   # resumes after them
+
+
+def held_out_perplexity(folder) -> float:
+    from model.run import load_run
+    from model.train import hold_out, perplexity
+
+    run = load_run(folder)
+    return perplexity(run, hold_out(run.blocks, 0.1, 1234)[1])
+
+
+def test_the_perplexity_budget_stops_tuning_and_keeps_the_last_weights_within_it(run_copy):
+    from model.preference import TuneConfig, tune
+
+    before = held_out_perplexity(run_copy)
+    cfg = TuneConfig(learning_rate=3e-3, corpus=0.0, max_perplexity_rise=0.05, check_every=2, epochs=10, device="cpu")
+    result = tune(run_copy, taste_pairs(24), cfg, progress=False)
+    assert result.stopped == "perplexity" and 2 <= result.steps < 30 and result.steps % 2 == 0
+    assert result.perplexity.base == pytest.approx(before)
+    assert held_out_perplexity(run_copy) == pytest.approx(result.perplexity.after, rel=1e-4)
+    assert result.perplexity.after <= before * 1.05
+    assert meta(run_copy)["votes"]["stopped"] == "perplexity" and meta(run_copy)["votes"]["steps"] == result.steps
+
+
+def test_the_budget_counts_from_the_run_before_any_votes(run_copy):
+    from model.errors import ModelError
+    from model.preference import TuneConfig, tune
+
+    base = held_out_perplexity(run_copy)
+    first = tune(run_copy, taste_pairs(24), TuneConfig(learning_rate=1e-3, device="cpu"), progress=False)
+    assert first.perplexity.after > base                   # the votes cost some perplexity
+    rise = (first.perplexity.after / base - 1) * 0.9       # a budget the first tuning has already spent
+    tuned = meta(run_copy)
+    with pytest.raises(ModelError, match=r"already \d+% over [\d.]+ before any votes; tuning may add at most"):
+        tune(run_copy, taste_pairs(24), TuneConfig(max_perplexity_rise=rise, device="cpu"), progress=False)
+    assert meta(run_copy) == tuned
+    second = tune(run_copy, taste_pairs(24, offset=30), TuneConfig(device="cpu"), progress=False)
+    assert second.perplexity.base == pytest.approx(base) and second.perplexity.before == first.perplexity.after
+
+
+def test_a_first_check_over_the_budget_saves_nothing(run_copy):
+    from model.errors import ModelError
+    from model.preference import TuneConfig, tune
+
+    old = meta(run_copy)
+    cfg = TuneConfig(learning_rate=0.5, corpus=0.0, max_perplexity_rise=0.001, check_every=1, device="cpu")
+    with pytest.raises(ModelError, match=r"stopped at its first check \(step 1\).*Nothing changed: try a lower"):
+        tune(run_copy, taste_pairs(24), cfg, progress=False)
+    assert meta(run_copy) == old and not (run_copy / "before-votes").exists()
 
 
 BAD = [  # (what, batches voted in the log, the sampling checkpoint (None: the run's own), extra arguments, the line)
