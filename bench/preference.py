@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TASTES = ("short", "mentions", "starts")
+TUNE_OPTIONS = ("learning_rate", "corpus", "max_perplexity_rise", "epochs")   # flags passed to TuneConfig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,7 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--word", default="lord", help="(default: %(default)s)")
     p.add_argument("--start-word", default="the", help="(default: %(default)s)")
     p.add_argument("--learning-rate", type=float, help="tuning's (default: TuneConfig's)")
-    p.add_argument("--anchor", type=float, help="tuning's weight of the chosen texts' likelihood (default: its own)")
+    p.add_argument("--corpus", type=float, help="tuning's weight of the corpus's likelihood (default: its own)")
+    p.add_argument("--max-perplexity-rise", type=float, help="tuning's perplexity budget (default: its own)")
+    p.add_argument("--epochs", type=int, help="tuning's passes over the pairs (default: its own)")
     return p.parse_args(argv)
 
 
@@ -122,17 +125,25 @@ async def vote_batches(folder: Path, has, batches: int, seed: int) -> int:
     return cast
 
 
-def tune_on_votes(folder: Path, options: dict) -> tuple[int, float]:
-    """As `proverbot train --from-votes`: the log's pairs of this run, tuned with the defaults. (pairs, seconds)"""
+def tune_on_votes(folder: Path, options: dict) -> dict:
+    """As `proverbot train --from-votes`: the log's pairs of this run, tuned with the defaults; the pairs, steps kept,
+    whether the perplexity budget stopped it (1) and seconds. A tuning that the budget refused at its first check
+    keeps the run as it was (0 steps)."""
     from chatbot.storage_cli import with_database
+    from model.errors import ModelError
     from model.preference import TuneConfig, own_pairs, tune
 
     pairs = with_database(lambda db: db.preference_pairs(folder.name))
     kept = own_pairs(folder, [(p.prompt, p.chosen, p.rejected, p.checkpoint_id, p.generation_id) for p in pairs])
     started = time.perf_counter()
-    result = tune(folder, kept, TuneConfig(device="cpu", **options), {"batches": len({p[4] for p in kept})},
-                  progress=False)
-    return result.pairs, time.perf_counter() - started
+    try:
+        result = tune(folder, kept, TuneConfig(device="cpu", **options), {"batches": len({p[4] for p in kept})},
+                      progress=False)
+    except ModelError as err:
+        print(f"# {err}", flush=True)
+        return {"pairs": len(kept), "steps": 0, "budget_stop": 1.0, "tune_s": time.perf_counter() - started}
+    return {"pairs": result.pairs, "steps": result.steps, "budget_stop": float(result.stopped == "perplexity"),
+            "tune_s": time.perf_counter() - started}
 
 
 def one(folder: Path, taste: str, args, seed: int, work: Path, before: dict) -> dict:
@@ -146,10 +157,10 @@ def one(folder: Path, taste: str, args, seed: int, work: Path, before: dict) -> 
     os.environ["PROVERBOT_DATABASE_URL"] = f"sqlite+aiosqlite:///{copy.parent / 'log.db'}"
     before = figures(before, has)
     votes = asyncio.run(vote_batches(copy, has, args.batches, seed))
-    options = {k: getattr(args, k) for k in ("learning_rate", "anchor") if getattr(args, k) is not None}
-    pairs, seconds = tune_on_votes(copy, options)
+    options = {k: getattr(args, k) for k in TUNE_OPTIONS if getattr(args, k) is not None}
+    tuned = tune_on_votes(copy, options)
     after = figures(measure(copy, args.samples, seed), has)
-    return {"votes": votes, "pairs": pairs, "tune_s": seconds,
+    return {"votes": votes, **tuned,
             **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
 
 
@@ -174,11 +185,12 @@ def main(argv=None) -> int:
             table[taste] = {name: statistics.median(row[name] for row in rows) for name in rows[0]}
     print(f"\nMedians over seeds {args.seeds}, run {folder.name}, {args.batches} batches, {args.samples} samples:")
     print(f"{'taste':9} {'votes':>5} {'pairs':>5} {'share':>13} {'perplexity':>15} {'usable':>11} {'copies':>11} "
-          f"{'tune s':>6}")
+          f"{'steps':>5} {'tune s':>6}")
     for taste, m in table.items():
         print(f"{taste:9} {m['votes']:5.0f} {m['pairs']:5.0f} {m['taste_before']:5.0%} → {m['taste_after']:5.0%} "
               f"{m['perplexity_before']:6.2f} → {m['perplexity_after']:6.2f} {m['usable_before']:4.0%} → "
-              f"{m['usable_after']:4.0%} {m['copies_before']:4.0%} → {m['copies_after']:4.0%} {m['tune_s']:6.0f}")
+              f"{m['usable_after']:4.0%} {m['copies_before']:4.0%} → {m['copies_after']:4.0%} "
+              f"{m['steps']:5.0f} {m['tune_s']:6.0f}")
     print(f"total_s={time.perf_counter() - started:.0f}")
     return 0
 

@@ -101,7 +101,8 @@ class Retuner:
             await self.say(channel, f"Tuning run {folder.name} on the votes failed: {err}")
             return
         await self.say(channel, f"Run {folder.name} learned from {result.pairs} preference pairs (checkpoint "
-                                f"{result.checkpoint_id}, {result.seconds:.0f}s); the next candidates come from it.")
+                                f"{result.checkpoint_id}, {result.seconds:.0f}s, {result.perplexity.describe()}); "
+                                "the next candidates come from it.")
 
     async def channel(self, generation_id: int):
         """The channel the batch was sampled in, as the bot speaks there; None off the front ends served here."""

@@ -5,6 +5,7 @@ proverbot votes export [--run-name NAME] [--json]     every preference pair the 
                                                        rejected, margin), as a list or as JSON
 proverbot train --from-votes [--run-name NAME]         tune the run on its pairs (DPO) and save it as its new
         [--learning-rate X] [--epochs N] [--batch-size N] [--lora] [--seed N] [--device D]   checkpoint
+        [--max-perplexity-rise FRACTION]
 
 The log is settings' database_url; the run is --run-name, else settings' run_name, else the most recently trained.
 """
@@ -17,7 +18,7 @@ from chatbot.config import load_settings
 from chatbot.storage_cli import with_database
 from proverbot_errors import ProverbotError
 
-TUNE_OPTIONS = ("learning_rate", "epochs", "batch_size", "lora", "seed", "device")   # train's flags that apply
+TUNE_OPTIONS = ("learning_rate", "epochs", "batch_size", "lora", "seed", "device", "max_perplexity_rise")
 
 
 def add_commands(commands) -> None:
@@ -41,6 +42,9 @@ def add_train_argument(train) -> None:
                        "(Direct Preference Optimization) instead of training on a corpus; takes --learning-rate "
                        "(default 1e-4), --epochs (3), --batch-size (8 pairs), --lora (default: for runs of 100M "
                        "parameters and more), --seed, --device")
+    train.add_argument("--max-perplexity-rise", type=float, metavar="FRACTION",
+                       help="with --from-votes: how much the held-out perplexity may rise over the run's before any "
+                       "votes (default 0.1: 10%%); tuning stops at the last check within it")
 
 
 def cmd_export(args) -> None:
@@ -99,5 +103,14 @@ def cmd_train_from_votes(args) -> None:
     result = tune(folder, kept, cfg, source)
     print(f"Tuned run {folder.name!r} on {result.pairs} preference pairs from {source['batches']} voted batches "
           f"({result.steps} steps, {result.seconds:.0f}s): it now finds the chosen text likelier in "
-          f"{result.prefers_after:.0%} of the pairs ({result.prefers_before:.0%} before). Checkpoint "
-          f"{result.checkpoint_id}; the previous one ({result.previous_id}) is kept in {folder / 'before-votes'}.")
+          f"{result.prefers_after:.0%} of the pairs ({result.prefers_before:.0%} before); "
+          f"{result.perplexity.describe()}.{stop_line(result, cfg)} Checkpoint {result.checkpoint_id}; the previous "
+          f"one ({result.previous_id}) is kept in {folder / 'before-votes'}.")
+
+
+def stop_line(result, cfg) -> str:
+    """Why the tuning stopped before its last epoch, if it did."""
+    if result.stopped != "perplexity":
+        return ""
+    return (f" It stopped at step {result.steps}: the next {cfg.check_every} steps raised held-out perplexity more "
+            f"than {cfg.max_perplexity_rise:.0%} over the run's before any votes (--max-perplexity-rise).")
