@@ -35,8 +35,8 @@ Trainer output folders, not our run folders. The loss itself is the line above.
 LoRA (peft, model/lora.py) or all the weights: with `lora` (TuneConfig) rank-8 adapters train on the attention and
 MLP layers and are merged into the weights before saving, so a plain run folder stays plain; a LoRA run (issue 16)
 always tunes its own adapter. By default (lora None) a run of LORA_FROM parameters or more (GPT-2 124M and up) gets
-LoRA, a smaller one all its weights. Measured on 2 CPU cores, 3 epochs of 24 pairs on the tests' tiny run: all the
-weights moved the held-out preference 8.4 nats in 3.6 CPU s, LoRA 0.6 nats in 4.8 s at the same learning rate; one
+LoRA, a smaller one all its weights. Measured on 2 CPU cores, 3 epochs of 24 pairs on the tests' tiny run at 1e-3:
+all the weights moved the held-out preference 7.4 nats in 2.6 CPU s, LoRA 0.55 nats in 3.1 s (3.6 at 1e-2); one
 step on GPT-2 124M (4 pairs of 32 tokens): all the weights 15-18 CPU s and 3.2 GB peak, LoRA 14-15 s and 1.8 GB.
 
 The new checkpoint replaces the run's (save_run: staged, moved into place, proverbot.json last: nothing is saved
