@@ -235,10 +235,10 @@ def tune(folder: Path, pairs: list[tuple], cfg: TuneConfig, source: dict | None 
         steps, loss, stopped = optimise(model, encoded, (ref_chosen, ref_rejected), corpus, guard, cfg, pad_id,
                                         Rows(metrics, start_step, bar))
     if not steps:
-        raise ModelError(f"Tuning run {folder.name!r} stopped at its first check (step {cfg.check_every}): held-out "
-                         f"perplexity rose over {guard.perplexity.limit(cfg.max_perplexity_rise):.1f} "
-                         f"({cfg.max_perplexity_rise:.0%} over {guard.perplexity.base:.1f}, the run's before any "
-                         "votes). Nothing changed: try a lower --learning-rate.")
+        rise, base, first = cfg.max_perplexity_rise, guard.perplexity.base, min(cfg.check_every, total)
+        raise ModelError(f"Tuning run {folder.name!r} stopped at its first check (step {first}): held-out perplexity "
+                         f"rose over {guard.perplexity.limit(rise):.1f} ({rise:.0%} over {base:.1f}, the run's "
+                         "before any votes). Nothing changed: try a lower --learning-rate.")
     if progress:
         log.info("tuned on %d pairs in %d steps (%s): last loss %.4f", len(pairs), steps, stopped, loss)
     run.model = model.merge_and_unload() if lora else model
