@@ -188,7 +188,7 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--corpus", type=Path, help="text file, folder of .txt files, or CSV file")
-    votes_cli.add_train_argument(source)
+    votes_cli.add_train_arguments(p, source)
     p.add_argument("--base", default="tiny", help="tiny (from scratch, default), gpt2, gpt2-medium, gpt2-large, "
                    "gpt2-xl, 124M/355M/774M/1558M, or a folder (Hugging Face, OpenAI models/124M, gpt-2-simple "
                    "checkpoint/run1)")

@@ -35,9 +35,9 @@ def add_commands(commands) -> None:
     export.set_defaults(func=cmd_export)
 
 
-def add_train_argument(train) -> None:
-    """`--from-votes` on `proverbot train`."""
-    train.add_argument("--from-votes", action="store_true", default=None,
+def add_train_arguments(train, source) -> None:
+    """`--from-votes` on `proverbot train` (in `source`, the group it excludes --corpus from), and its own flags."""
+    source.add_argument("--from-votes", action="store_true", default=None,
                        help="tune the run (--run-name, default: the bot's) on the preference pairs of its votes "
                        "(Direct Preference Optimization) instead of training on a corpus; takes --learning-rate "
                        "(default 1e-4), --epochs (3), --batch-size (8 pairs), --lora (default: for runs of 100M "

@@ -341,13 +341,13 @@ def optimise(model, encoded: list, reference: tuple[torch.Tensor, torch.Tensor],
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
     order, loss = list(range(len(encoded))), math.nan
     rng = random.Random(cfg.seed)
-    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    total = cfg.epochs * len(batches)
+    per_epoch = math.ceil(len(order) / cfg.batch_size)
+    total = cfg.epochs * per_epoch
     for step in range(1, total + 1):
-        if (step - 1) % len(batches) == 0:
+        first = (step - 1) % per_epoch * cfg.batch_size
+        if first == 0:
             rng.shuffle(order)
-            batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        part = batches[(step - 1) % len(batches)]
+        part = order[first:first + cfg.batch_size]
         blocks = rng.sample(corpus, min(len(corpus), cfg.batch_size))
         loss, tokens = step_loss(model, [encoded[j] for j in part], [reference[0][part], reference[1][part]],
                                  blocks, cfg, pad_id)

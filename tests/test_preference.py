@@ -283,6 +283,7 @@ BAD = [  # (what, batches voted in the log, the sampling checkpoint (None: the r
     ("fractional epochs", 12, None, ["--epochs", "1.5"], "--epochs with --from-votes is a whole number"),
     ("negative rate", 12, None, ["--learning-rate", "-1"], "learning_rate must be between 0 and 1 (got -1.0)"),
     ("nan rate", 12, None, ["--learning-rate", "nan"], "learning_rate must be between 0 and 1 (got nan)"),
+    ("no perplexity budget", 12, None, ["--max-perplexity-rise", "0"], "max_perplexity_rise must be above 0"),
     ("huge seed", 12, None, ["--seed", str(2**70)], "seed must be from 0 to 2**63 - 1"),
     ("no such device", 12, None, ["--device", "tpu"], "Device 'tpu' is not a device"),
     ("under torchrun", 12, None, [], "train --from-votes tunes in one process: run it without torchrun"),
