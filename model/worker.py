@@ -165,6 +165,8 @@ class ModelWorker:
         if not self._stopped.done():
             self._jobs.put(_STOP)
             await asyncio.shield(self._stopped)
+        # _stopped is settled in the thread's last lines: wait (off the loop) until it has returned.
+        await asyncio.to_thread(self._thread.join)
 
     # --- event-loop side helpers ---------------------------------------------
 
