@@ -73,11 +73,11 @@ def measure(folder: Path, samples: int, seed: int) -> dict:
     from model.candidates import SampleRequest
     from model.run import load_run
     from model.sample import Sampler
-    from model.train import hold_out, perplexity, quality_rates
+    from model.train import perplexity, quality_rates, split_blocks
 
     run = load_run(folder)
     batch = Sampler(run).candidates(SampleRequest(count=samples, batch_size=50, seed=10_000 + seed))
-    held_out = hold_out(run.blocks, 0.1, 1234)[1]
+    held_out = split_blocks(run)[1]
     usable, copies = quality_rates(folder, samples)
     return {"texts": [c.text for c in batch.usable], "perplexity": perplexity(run, held_out), "usable": usable,
             "copies": copies}

@@ -67,7 +67,7 @@ from model.metrics import METRICS, MetricsLog
 from model.run import Run, copy_checkpoint, load_run, load_state, save_run, saved_checkpoints
 from model.runinfo import read_meta
 from model.tokenizer import separator_ids
-from model.train import TrainConfig, hold_out, perplexity
+from model.train import perplexity, split_blocks
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def tune(folder: Path, pairs: list[tuple], cfg: TuneConfig, source: dict | None 
     adapter = hasattr(run.model, "peft_config")  # a LoRA run tunes its own adapter
     pad_id = run.tokenizer.eos_token_id
     encoded = [(encode(run, p, c), encode(run, p, r)) for p, c, r, *_ in pairs]
-    train_blocks, val_blocks = hold_out(run.blocks, TrainConfig.val_fraction, TrainConfig.seed)
+    train_blocks, val_blocks = split_blocks(run)
     corpus = [encode(run, "", block) for block in train_blocks] if cfg.corpus else []
     ref_chosen, ref_rejected = pair_log_probs(run.model, encoded, pad_id, cfg.batch_size)
     lora = not adapter and (cfg.lora if cfg.lora is not None else run.model.num_parameters() >= LORA_FROM)

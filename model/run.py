@@ -2,7 +2,7 @@
 
     config.json, model.safetensors, generation_config.json   the model and its sampling defaults
     tokenizer.json, tokenizer_config.json, ...                the tokenizer
-    proverbot.json                                            separator, base, step, checkpoint id (and the ids saved)
+    proverbot.json                                            separator, base, step, checkpoint ids, validation split
     corpus.txt                                                the training blocks (to spot copies)
     training_state.pt                                         optimizer, step, RNG: exact resume
     step-<n>/                                                 older checkpoints, when max_checkpoints > 1

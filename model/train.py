@@ -221,6 +221,16 @@ def hold_out(blocks: list[str], fraction: float, seed: int) -> tuple[list[str], 
     return [blocks[i] for i in train], [blocks[i] for i in val]
 
 
+def split_blocks(run: Run) -> tuple[list[str], list[str]]:
+    """The run's training and held-out blocks, split as its training split them (proverbot.json's "validation"; a
+    run saved before it was recorded, or imported: TrainConfig's defaults)."""
+    split = run.meta.get("validation")
+    fraction, seed = TrainConfig.val_fraction, TrainConfig.seed
+    if isinstance(split, dict) and isinstance(split.get("fraction"), float) and isinstance(split.get("seed"), int):
+        fraction, seed = split["fraction"], split["seed"]
+    return hold_out(run.blocks, fraction, seed)
+
+
 def new_tiny_model(cfg: TrainConfig, blocks: list[str]):
     tokenizer = train_tokenizer(blocks, cfg.vocab_size, cfg.separator)
     config = GPT2Config(
@@ -462,6 +472,7 @@ class Trainer:
 
     def save(self) -> None:
         self.meta["step"] = self.step
+        self.meta["validation"] = {"fraction": float(self.cfg.val_fraction), "seed": self.cfg.seed}  # split_blocks
         run = Run(self.folder, self.model, self.tokenizer, self.cfg.separator, self.blocks, self.meta)
         self.meta["checkpoint_id"] = save_run(run, self._state(), self.cfg.max_checkpoints)
         self.saved_step = self.step

@@ -227,10 +227,10 @@ def test_tuning_writes_metrics_rows_after_the_runs_step(run_copy):
 
 def held_out_perplexity(folder) -> float:
     from model.run import load_run
-    from model.train import hold_out, perplexity
+    from model.train import perplexity, split_blocks
 
     run = load_run(folder)
-    return perplexity(run, hold_out(run.blocks, 0.1, 1234)[1])
+    return perplexity(run, split_blocks(run)[1])
 
 
 def test_the_perplexity_budget_stops_tuning_and_keeps_the_last_weights_within_it(run_copy):
@@ -244,6 +244,21 @@ def test_the_perplexity_budget_stops_tuning_and_keeps_the_last_weights_within_it
     assert held_out_perplexity(run_copy) == pytest.approx(result.perplexity.after, rel=1e-4)
     assert result.perplexity.after <= before * 1.05
     assert meta(run_copy)["votes"]["stopped"] == "perplexity" and meta(run_copy)["votes"]["steps"] == result.steps
+
+
+def test_the_budget_is_checked_on_the_blocks_the_run_held_out(run_copy):
+    from model.preference import TuneConfig, tune
+    from model.run import load_run
+    from model.train import hold_out, perplexity
+
+    assert meta(run_copy)["validation"] == {"fraction": 0.1, "seed": 1234}  # recorded by the training
+    (run_copy / "proverbot.json").write_text(json.dumps({**meta(run_copy), "validation": {"fraction": 0.3, "seed": 7}}))
+    run = load_run(run_copy)
+    held_out = hold_out(run.blocks, 0.3, 7)[1]
+    assert held_out != hold_out(run.blocks, 0.1, 1234)[1]
+    result = tune(run_copy, taste_pairs(24), TuneConfig(epochs=1, device="cpu"), progress=False)
+    assert result.perplexity.before == pytest.approx(perplexity(run, held_out))
+    assert meta(run_copy)["validation"] == {"fraction": 0.3, "seed": 7}  # kept by the tuned checkpoint
 
 
 def test_the_budget_counts_from_the_run_before_any_votes(run_copy):
