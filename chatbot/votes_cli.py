@@ -40,7 +40,7 @@ def add_train_arguments(train, source) -> None:
     source.add_argument("--from-votes", action="store_true", default=None,
                        help="tune the run (--run-name, default: the bot's) on the preference pairs of its votes "
                        "(Direct Preference Optimization) instead of training on a corpus; takes --learning-rate "
-                       "(default 1e-4), --epochs (3), --batch-size (8 pairs), --lora (default: for runs of 100M "
+                       "(default 3e-5), --epochs (3), --batch-size (8 pairs), --lora (default: for runs of 100M "
                        "parameters and more), --seed, --device")
     train.add_argument("--max-perplexity-rise", type=float, metavar="FRACTION",
                        help="with --from-votes: how much the held-out perplexity may rise over the run's before any "

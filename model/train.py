@@ -256,6 +256,7 @@ class Trainer:
         self.train_blocks, self.val_blocks = hold_out(corpus.blocks, cfg.val_fraction, cfg.seed)
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights and dropout
         self.state = self._load_model()
+        self.meta["validation"] = {"fraction": float(cfg.val_fraction), "seed": cfg.seed}  # for split_blocks
         fuse_gelu(self.model).to(self.device)
         if cfg.gradient_checkpointing:  # each block recomputed in the backward pass (non-reentrant: same dropout)
             self.model.activation_checkpointing_enable()
@@ -472,7 +473,6 @@ class Trainer:
 
     def save(self) -> None:
         self.meta["step"] = self.step
-        self.meta["validation"] = {"fraction": float(self.cfg.val_fraction), "seed": self.cfg.seed}  # split_blocks
         run = Run(self.folder, self.model, self.tokenizer, self.cfg.separator, self.blocks, self.meta)
         self.meta["checkpoint_id"] = save_run(run, self._state(), self.cfg.max_checkpoints)
         self.saved_step = self.step
